@@ -1,0 +1,31 @@
+"""Entry point for `module: llama_stack_milvus`: specs that replace the built-in inline:: and remote::milvus."""
+
+from llama_stack_api import Api, InlineProviderSpec, ProviderSpec, RemoteProviderSpec
+
+PIP_PACKAGES = ["llama-stack-milvus"]
+
+
+def get_provider_spec() -> list[ProviderSpec]:
+    return [
+        InlineProviderSpec(
+            api=Api.vector_io,
+            provider_type="inline::milvus",
+            pip_packages=PIP_PACKAGES,
+            module="llama_stack_milvus.vector_io.inline",
+            config_class="llama_stack_milvus.vector_io.config.InlineMilvusConfig",
+            api_dependencies=[Api.inference],
+            optional_api_dependencies=[Api.files],
+            description="Milvus Lite (a local file) as the vector store, by llama-stack-milvus.",
+        ),
+        RemoteProviderSpec(
+            api=Api.vector_io,
+            adapter_type="milvus",
+            provider_type="remote::milvus",
+            pip_packages=PIP_PACKAGES,
+            module="llama_stack_milvus.vector_io.remote",
+            config_class="llama_stack_milvus.vector_io.config.RemoteMilvusConfig",
+            api_dependencies=[Api.inference],
+            optional_api_dependencies=[Api.files],
+            description="A Milvus server or Zilliz Cloud as the vector store, by llama-stack-milvus.",
+        ),
+    ]

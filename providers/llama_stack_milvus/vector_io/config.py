@@ -1,0 +1,67 @@
+"""Configuration of the inline (Milvus Lite file) and remote (Milvus server, Zilliz Cloud) providers."""
+
+from typing import Any, Literal
+
+from llama_stack.core.datatypes import VectorStoresConfig
+from llama_stack.core.storage.datatypes import KVStoreReference
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+ConsistencyLevel = Literal["Strong", "Bounded", "Session", "Eventually"]
+# "auto" picks per backend: HNSW where it exists (Lite 3.x, servers), FLAT on Lite 2.5 (its only fast choice).
+IndexType = Literal["auto", "HNSW", "FLAT", "IVF_FLAT", "AUTOINDEX"]
+
+
+class MilvusCommonConfig(BaseModel):
+    persistence: KVStoreReference = Field(description="KV store that keeps vector store registrations and files")
+    consistency_level: ConsistencyLevel = Field(default="Strong", description="Milvus consistency level")
+    index_type: IndexType = Field(default="auto", description="Dense vector index type")
+    hnsw_m: int = Field(default=16, ge=4, le=64, description="HNSW graph degree (M)")
+    hnsw_ef_construction: int = Field(default=200, ge=8, le=1024, description="HNSW efConstruction")
+    hnsw_ef_search: int = Field(default=128, ge=8, le=4096, description="HNSW ef at search time (raised to k)")
+    # Injected by the stack's resolver from the run config's `vector_stores` section.
+    vector_stores_config: VectorStoresConfig | None = None
+
+
+class InlineMilvusConfig(MilvusCommonConfig):
+    """Milvus Lite: a local data file (a directory with Lite 3.x), one process at a time."""
+
+    db_path: str = Field(description="Path of the Milvus Lite data file; ~ is expanded")
+
+    @field_validator("db_path")
+    @classmethod
+    def _db_path_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("db_path must name a file, e.g. ~/.llama/milvus.db")
+        if "://" in value:
+            raise ValueError("db_path is a local path; for a Milvus server use remote::milvus with `uri`")
+        return value
+
+    @classmethod
+    def sample_run_config(cls, __distro_dir__: str, **kwargs: Any) -> dict[str, Any]:
+        return {
+            "db_path": "${env.MILVUS_DB_PATH:=" + __distro_dir__ + "/milvus.db}",
+            "persistence": {"namespace": "vector_io::milvus", "backend": "kv_default"},
+        }
+
+
+class RemoteMilvusConfig(MilvusCommonConfig):
+    """A Milvus server (standalone, cluster) or Zilliz Cloud."""
+
+    uri: str = Field(description="Milvus server URI, e.g. http://localhost:19530 or a Zilliz Cloud endpoint")
+    token: SecretStr | None = Field(default=None, description="user:password or a Zilliz Cloud API key")
+    db_name: str | None = Field(default=None, description="Milvus database name")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_has_scheme(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://", "tcp://", "grpc://", "unix:")):
+            raise ValueError(f"uri must start with http:// or https:// (got {value!r})")
+        return value
+
+    @classmethod
+    def sample_run_config(cls, __distro_dir__: str, **kwargs: Any) -> dict[str, Any]:
+        return {
+            "uri": "${env.MILVUS_URI:=http://localhost:19530}",
+            "token": "${env.MILVUS_TOKEN:=}",
+            "persistence": {"namespace": "vector_io::milvus_remote", "backend": "kv_default"},
+        }

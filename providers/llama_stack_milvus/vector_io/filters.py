@@ -1,0 +1,95 @@
+"""OpenAI attribute filters -> Milvus boolean expressions over the `attributes` JSON field.
+
+Every key and value becomes a quoted, escaped literal, so no input can change the expression's
+structure. `in`/`nin` expand to `==` disjunctions / `!=` conjunctions: Milvus Lite 3.x rejects `in` on
+JSON paths and Lite 2.5 rejects `not`. On a chunk that lacks the key, `ne`/`nin` match on Lite 2.5 and
+not on Lite 3.x (Milvus' own semantics; neither line supports a portable `exists`).
+Invalid filters raise ValueError (HTTP 400) with a message naming the offending part.
+"""
+
+import math
+from typing import Any
+
+from llama_stack.providers.utils.vector_io.filters import parse_filter
+from llama_stack_api import ComparisonFilter, CompoundFilter
+
+ATTRIBUTES_FIELD = "attributes"
+MAX_DEPTH = 32
+MAX_KEY_LENGTH = 256
+MAX_LIST_VALUES = 1024
+_ORDER_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def translate_filters(filters: Any) -> str | None:
+    """Returns the Milvus expression for an OpenAI filter (dict or typed), or None for no filter."""
+    if filters is None:
+        return None
+    if isinstance(filters, dict) and not filters:
+        return None
+    try:
+        parsed = parse_filter(filters)
+    except ValueError as e:
+        raise ValueError(f"Invalid filters: {e}") from e
+    return _translate(parsed, depth=1)
+
+
+def _translate(node: ComparisonFilter | CompoundFilter, depth: int) -> str:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"Invalid filters: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(node, CompoundFilter):
+        if not node.filters:
+            raise ValueError(f"Invalid filters: '{node.type}' needs at least one filter in 'filters'")
+        parts = [_translate(parse_filter(child), depth + 1) for child in node.filters]
+        joiner = " and " if node.type == "and" else " or "
+        return "(" + joiner.join(parts) + ")"
+    return _comparison(node)
+
+
+def _comparison(node: ComparisonFilter) -> str:
+    key = node.key
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"Invalid filters: 'key' must be a non-empty string of at most {MAX_KEY_LENGTH} characters")
+    path = f"{ATTRIBUTES_FIELD}[{_string_literal(key)}]"
+    op, value = node.type, node.value
+    if op in ("eq", "ne"):
+        return f"({path} {'==' if op == 'eq' else '!='} {_scalar_literal(key, op, value)})"
+    if op in _ORDER_OPS:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"Invalid filters: '{op}' on key {key!r} needs a number or string, got {_kind(value)}")
+        return f"({path} {_ORDER_OPS[op]} {_scalar_literal(key, op, value)})"
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"Invalid filters: '{op}' on key {key!r} needs a non-empty list of values")
+    if len(value) > MAX_LIST_VALUES:
+        raise ValueError(f"Invalid filters: '{op}' on key {key!r} takes at most {MAX_LIST_VALUES} values")
+    if op == "in":
+        return "(" + " or ".join(f"{path} == {_scalar_literal(key, op, item)}" for item in value) + ")"
+    return "(" + " and ".join(f"{path} != {_scalar_literal(key, op, item)}" for item in value) + ")"
+
+
+def _scalar_literal(key: str, op: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"Invalid filters: '{op}' on key {key!r} needs a finite number, got {value}")
+        return repr(value)
+    if isinstance(value, str):
+        return _string_literal(value)
+    raise ValueError(f"Invalid filters: '{op}' on key {key!r} needs a string, number or boolean, got {_kind(value)}")
+
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _string_literal(text: str) -> str:
+    # Milvus' expression parser knows no \u escapes, so other control characters cannot be written at all.
+    bad = next((ch for ch in text if (ord(ch) < 0x20 or ord(ch) == 0x7F) and ch not in _ESCAPES), None)
+    if bad is not None:
+        raise ValueError(f"Invalid filters: control character {bad!r} is not allowed in filter keys or values")
+    return '"' + "".join(_ESCAPES.get(ch, ch) for ch in text) + '"'
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__

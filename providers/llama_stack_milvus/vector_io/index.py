@@ -1,0 +1,281 @@
+"""One vector store = one Milvus collection: dense vector + BM25 sparse vector + JSON attributes."""
+
+import asyncio
+import hashlib
+import json
+import re
+from typing import Any
+
+from llama_stack.providers.utils.inference.prompt_adapter import interleaved_content_as_str
+from llama_stack.providers.utils.memory.vector_store import RERANKER_TYPE_WEIGHTED, EmbeddingIndex
+from llama_stack_api import ChunkForDeletion, EmbeddedChunk, QueryChunksResponse
+from numpy.typing import NDArray
+from pymilvus import DataType, Function, FunctionType
+
+from .backend import MilvusBackend
+from .config import MilvusCommonConfig
+from .errors import MilvusBackendError, MilvusFeatureUnsupportedError
+from .filters import ATTRIBUTES_FIELD, translate_filters
+from .fusion import Hits, reciprocal_rank_fusion, weighted_fusion
+
+ROW_ID = "row_id"
+MAX_ROW_ID_LENGTH = 512
+MAX_CONTENT_BYTES = 65535
+WRITE_BATCH_ROWS = 512
+OUTPUT_FIELDS = [ROW_ID, "content", ATTRIBUTES_FIELD, "chunk_info", "vector"]
+
+
+def collection_name_for(vector_store_id: str) -> str:
+    """Milvus names allow letters, digits and underscores; a hash keeps distinct ids distinct."""
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", vector_store_id)
+    if cleaned != vector_store_id:
+        cleaned = f"{cleaned}_{hashlib.sha1(vector_store_id.encode()).hexdigest()[:8]}"
+    return f"lsm_{cleaned}"[:255]
+
+
+def row_id_for(chunk_id: str, document_id: str | None) -> str:
+    """The primary key: chunk ids alone repeat across files with equal text, so the document is part of it."""
+    row_id = f"{document_id}:{chunk_id}" if document_id else chunk_id
+    if len(row_id) > MAX_ROW_ID_LENGTH:
+        raise ValueError(f"chunk_id {chunk_id!r} with its document id is longer than {MAX_ROW_ID_LENGTH} characters")
+    return row_id
+
+
+def chunk_to_row(chunk: EmbeddedChunk) -> dict[str, Any]:
+    text = chunk.content if isinstance(chunk.content, str) else interleaved_content_as_str(chunk.content)
+    if len(text.encode()) > MAX_CONTENT_BYTES:
+        raise ValueError(
+            f"chunk {chunk.chunk_id!r} holds {len(text.encode())} bytes of text; Milvus stores at most "
+            f"{MAX_CONTENT_BYTES}: use a smaller chunking_strategy.static.max_chunk_size_tokens"
+        )
+    info = chunk.model_dump(mode="json", exclude={"embedding", "metadata", "content"})
+    if not isinstance(chunk.content, str):
+        info["content"] = chunk.model_dump(mode="json", include={"content"})["content"]
+    return {
+        ROW_ID: row_id_for(chunk.chunk_id, chunk.document_id),
+        "content": text,
+        "vector": [float(x) for x in chunk.embedding],
+        ATTRIBUTES_FIELD: chunk.metadata,
+        "chunk_info": info,
+    }
+
+
+def row_to_chunk(entity: dict[str, Any]) -> EmbeddedChunk:
+    info = dict(entity["chunk_info"])
+    info.setdefault("content", entity["content"])
+    return EmbeddedChunk(**info, metadata=entity[ATTRIBUTES_FIELD] or {}, embedding=list(entity["vector"]))
+
+
+class MilvusIndex(EmbeddingIndex):
+    def __init__(self, backend: MilvusBackend, vector_store_id: str, dimension: int, config: MilvusCommonConfig):
+        self.backend = backend
+        self.vector_store_id = vector_store_id
+        self.collection = collection_name_for(vector_store_id)
+        self.dimension = dimension
+        self.config = config
+        self._loaded = False
+        self._load_lock = asyncio.Lock()
+
+    @property
+    def _hnsw(self) -> bool:
+        wanted = self.config.index_type
+        return wanted == "HNSW" or (wanted == "auto" and self.backend.capabilities.hnsw)
+
+    async def create(self) -> None:
+        """Creates the collection (idempotent) so that even an empty store can be searched."""
+        client = self.backend.client
+        if await self.backend.run(
+            f"check collection {self.collection}", client.has_collection, collection_name=self.collection
+        ):
+            return
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(ROW_ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ROW_ID_LENGTH)
+        schema.add_field(
+            "content", DataType.VARCHAR, max_length=MAX_CONTENT_BYTES, enable_analyzer=self.backend.capabilities.bm25
+        )
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
+        schema.add_field(ATTRIBUTES_FIELD, DataType.JSON)
+        schema.add_field("chunk_info", DataType.JSON)
+        index_params = client.prepare_index_params()
+        index_params.add_index(field_name="vector", metric_type="COSINE", **self._dense_index())
+        if self.backend.capabilities.bm25:
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="content_bm25",
+                    input_field_names=["content"],
+                    output_field_names=["sparse"],
+                    function_type=FunctionType.BM25,
+                )
+            )
+            index_params.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        await self.backend.run(
+            f"create collection {self.collection}",
+            client.create_collection,
+            collection_name=self.collection,
+            schema=schema,
+            index_params=index_params,
+            consistency_level=self.config.consistency_level,
+        )
+        self._loaded = False
+
+    def _dense_index(self) -> dict[str, Any]:
+        if self._hnsw:
+            params = {"M": self.config.hnsw_m, "efConstruction": self.config.hnsw_ef_construction}
+            return {"index_type": "HNSW", "params": params}
+        index_type = "FLAT" if self.config.index_type == "auto" else self.config.index_type
+        return {"index_type": index_type, "params": {"nlist": 128} if index_type == "IVF_FLAT" else {}}
+
+    async def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        async with self._load_lock:
+            if self._loaded:
+                return
+            client = self.backend.client
+            exists = await self.backend.run(
+                f"check collection {self.collection}", client.has_collection, collection_name=self.collection
+            )
+            if not exists:
+                raise MilvusBackendError(
+                    f"Milvus ({self.backend.description}) has no collection {self.collection} for vector store "
+                    f"{self.vector_store_id}: its data is gone from Milvus"
+                )
+            if self.backend.capabilities.load_on_open:
+                await self.backend.run(
+                    f"load collection {self.collection}", client.load_collection, collection_name=self.collection
+                )
+            self._loaded = True
+
+    async def add_chunks(self, embedded_chunks: list[EmbeddedChunk]) -> None:
+        # Later duplicates of a row win, as they would with one upsert per chunk.
+        rows = list({row[ROW_ID]: row for row in map(chunk_to_row, embedded_chunks)}.values())
+        if not rows:
+            return
+        await self._ensure_loaded()
+        for start in range(0, len(rows), WRITE_BATCH_ROWS):
+            await self.backend.run(
+                f"upsert into {self.collection}",
+                self.backend.client.upsert,
+                collection_name=self.collection,
+                data=rows[start : start + WRITE_BATCH_ROWS],
+            )
+        await self._flush()
+
+    async def delete_chunks(self, chunks_for_deletion: list[ChunkForDeletion]) -> None:
+        row_ids = [json.dumps(row_id_for(c.chunk_id, c.document_id)) for c in chunks_for_deletion]
+        if not row_ids:
+            return
+        await self._ensure_loaded()
+        for start in range(0, len(row_ids), WRITE_BATCH_ROWS):
+            expr = f"{ROW_ID} in [{', '.join(row_ids[start : start + WRITE_BATCH_ROWS])}]"
+            await self.backend.run(
+                f"delete from {self.collection}",
+                self.backend.client.delete,
+                collection_name=self.collection,
+                filter=expr,
+            )
+        await self._flush()
+
+    async def _flush(self) -> None:
+        if self.backend.capabilities.flush_after_write:
+            await self.backend.run(
+                f"flush {self.collection}", self.backend.client.flush, collection_name=self.collection
+            )
+
+    async def count(self) -> int:
+        await self._ensure_loaded()
+        result = await self.backend.run(
+            f"count rows of {self.collection}",
+            self.backend.client.query,
+            collection_name=self.collection,
+            filter="",
+            output_fields=["count(*)"],
+        )
+        return int(result[0]["count(*)"])
+
+    async def delete(self) -> None:
+        client = self.backend.client
+        if await self.backend.run(
+            f"check collection {self.collection}", client.has_collection, collection_name=self.collection
+        ):
+            await self.backend.run(
+                f"drop collection {self.collection}", client.drop_collection, collection_name=self.collection
+            )
+        self._loaded = False
+
+    async def _search(self, leg: str, data: Any, field: str, metric: str, k: int, filters: Any) -> list[dict]:
+        await self._ensure_loaded()
+        params: dict[str, Any] = {"metric_type": metric}
+        if field == "vector" and self._hnsw:
+            params["params"] = {"ef": max(self.config.hnsw_ef_search, k)}
+        result = await self.backend.run(
+            f"run a {leg} search in {self.collection}",
+            self.backend.client.search,
+            collection_name=self.collection,
+            data=[data],
+            anns_field=field,
+            limit=k,
+            filter=translate_filters(filters) or "",
+            output_fields=OUTPUT_FIELDS,
+            search_params=params,
+        )
+        return list(result[0])
+
+    async def _vector_hits(self, embedding: NDArray, k: int, filters: Any) -> tuple[Hits, dict[str, dict]]:
+        found = await self._search("vector", [float(x) for x in embedding], "vector", "COSINE", k, filters)
+        return [(hit["entity"][ROW_ID], float(hit["distance"])) for hit in found], {
+            hit["entity"][ROW_ID]: hit["entity"] for hit in found
+        }
+
+    async def _keyword_hits(self, query: str, k: int, filters: Any) -> tuple[Hits, dict[str, dict]]:
+        if not self.backend.capabilities.bm25:
+            raise MilvusFeatureUnsupportedError(
+                f"Milvus ({self.backend.description}) has no BM25 full-text search: keyword and hybrid search "
+                "need Milvus 2.5 or newer; use search_mode='vector'"
+            )
+        found = await self._search("keyword", query, "sparse", "BM25", k, filters)
+        # Milvus Lite 3.x reports BM25 as negative distances (best first); the magnitude is the score.
+        return [(hit["entity"][ROW_ID], abs(float(hit["distance"]))) for hit in found], {
+            hit["entity"][ROW_ID]: hit["entity"] for hit in found
+        }
+
+    async def query_vector(
+        self, embedding: NDArray, k: int, score_threshold: float, filters: Any = None
+    ) -> QueryChunksResponse:
+        hits, entities = await self._vector_hits(embedding, k, filters)
+        return _response(hits, entities, score_threshold)
+
+    async def query_keyword(
+        self, query_string: str, k: int, score_threshold: float, filters: Any = None
+    ) -> QueryChunksResponse:
+        hits, entities = await self._keyword_hits(query_string, k, filters)
+        return _response(hits, entities, score_threshold)
+
+    async def query_hybrid(
+        self,
+        embedding: NDArray,
+        query_string: str,
+        k: int,
+        score_threshold: float,
+        reranker_type: str,
+        reranker_params: dict[str, Any] | None = None,
+        filters: Any = None,
+    ) -> QueryChunksResponse:
+        reranker_params = reranker_params or {}
+        (vector_hits, vector_entities), (keyword_hits, keyword_entities) = await asyncio.gather(
+            self._vector_hits(embedding, k, filters), self._keyword_hits(query_string, k, filters)
+        )
+        if reranker_type == RERANKER_TYPE_WEIGHTED:
+            fused = weighted_fusion(vector_hits, keyword_hits, float(reranker_params.get("alpha", 0.5)))
+        else:
+            fused = reciprocal_rank_fusion(vector_hits, keyword_hits, float(reranker_params.get("impact_factor", 60)))
+        return _response(fused[:k], {**keyword_entities, **vector_entities}, score_threshold)
+
+
+def _response(hits: Hits, entities: dict[str, dict], score_threshold: float) -> QueryChunksResponse:
+    # A threshold of 0 (the API default) means none: unrelated chunks can have a negative cosine.
+    kept = [(row_id, score) for row_id, score in hits if score_threshold <= 0 or score >= score_threshold]
+    return QueryChunksResponse(
+        chunks=[row_to_chunk(entities[row_id]) for row_id, _ in kept], scores=[score for _, score in kept]
+    )
