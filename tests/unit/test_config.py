@@ -1,0 +1,42 @@
+"""Provider configs reject what would fail later, and never print the token."""
+
+import pytest
+from llama_stack_milvus.provider import get_provider_spec
+from llama_stack_milvus.vector_io.config import InlineMilvusConfig, RemoteMilvusConfig
+from pydantic import ValidationError
+
+PERSISTENCE = {"namespace": "vector_io::milvus", "backend": "kv_default"}
+
+
+def test_inline_config_parses_a_run_yaml_entry() -> None:
+    config = InlineMilvusConfig(db_path="~/x/milvus.db", persistence=PERSISTENCE)
+    assert config.index_type == "auto" and config.consistency_level == "Strong"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"db_path": "  "}, "db_path must name a file"),
+        ({"db_path": "http://localhost:19530"}, "use remote::milvus"),
+        ({"db_path": "/x", "index_type": "DISKANN"}, "index_type"),
+        ({"db_path": "/x", "consistency_level": "Sometimes"}, "consistency_level"),
+        ({"db_path": "/x", "hnsw_m": 1000}, "hnsw_m"),
+    ],
+)
+def test_inline_config_errors_name_the_field(fields: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        InlineMilvusConfig(persistence=PERSISTENCE, **fields)
+
+
+def test_remote_config_requires_a_uri_scheme_and_hides_the_token() -> None:
+    with pytest.raises(ValidationError, match="uri must start with http"):
+        RemoteMilvusConfig(uri="localhost:19530", persistence=PERSISTENCE)
+    config = RemoteMilvusConfig(uri="http://localhost:19530", token="root:Milvus", persistence=PERSISTENCE)
+    assert "root:Milvus" not in repr(config) and "root:Milvus" not in config.model_dump_json()
+    assert config.token.get_secret_value() == "root:Milvus"
+
+
+def test_provider_specs_replace_both_builtin_types() -> None:
+    specs = {spec.provider_type: spec for spec in get_provider_spec()}
+    assert set(specs) == {"inline::milvus", "remote::milvus"}
+    assert specs["inline::milvus"].config_class.endswith("InlineMilvusConfig")
