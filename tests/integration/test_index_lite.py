@@ -260,3 +260,15 @@ async def test_hostile_values_are_matched_literally(hostile_index, value) -> Non
         np.array([1.0, 0.5, 0.25, 0.125]), 1000, 0.0, {"type": "eq", "key": "v", "value": value}
     )
     assert {c.chunk_id for c in found.chunks} == {r for r, v in stored if v == value}
+
+
+async def test_health_reports_ok_while_milvus_answers_and_error_after(tmp_path) -> None:
+    from llama_stack_milvus.vector_io.adapter import MilvusVectorIOAdapter
+
+    config = InlineMilvusConfig(db_path=str(tmp_path / "milvus.db"), persistence=PERSISTENCE)
+    adapter = MilvusVectorIOAdapter(config, inference_api=object(), files_api=None)
+    adapter.backend = open_lite_backend(config)
+    assert (await adapter.health())["status"] == "OK"
+    adapter.backend.close()
+    unhealthy = await adapter.health()
+    assert unhealthy["status"] == "Error" and "Milvus" in unhealthy["message"]

@@ -42,8 +42,9 @@ class MilvusBackend:
         except MilvusException as e:
             reason = e.message or f"error code {e.code}"
             raise MilvusBackendError(f"Milvus ({self.description}) failed to {action}: {reason}") from e
-        except (ConnectionError, TimeoutError, OSError) as e:
-            raise MilvusBackendError(f"Milvus ({self.description}) is unreachable while trying to {action}: {e}") from e
+        except Exception as e:
+            # Anything else from inside pymilvus (a closed channel, a dropped connection) is still Milvus failing.
+            raise MilvusBackendError(f"Milvus ({self.description}) failed to {action}: {e!r}") from e
 
     def close(self) -> None:
         self.client.close()
