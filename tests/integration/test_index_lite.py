@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from llama_stack_api import ChunkForDeletion, ChunkMetadata, EmbeddedChunk
+
 from llama_stack_milvus.offline import ensure_embedding_model
 from llama_stack_milvus.vector_io.adapter import open_lite_backend
 from llama_stack_milvus.vector_io.config import InlineMilvusConfig

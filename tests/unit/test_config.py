@@ -1,9 +1,10 @@
 """Provider configs reject what would fail later, and never print the token."""
 
 import pytest
+from pydantic import ValidationError
+
 from llama_stack_milvus.provider import get_provider_spec
 from llama_stack_milvus.vector_io.config import InlineMilvusConfig, RemoteMilvusConfig
-from pydantic import ValidationError
 
 PERSISTENCE = {"namespace": "vector_io::milvus", "backend": "kv_default"}
 

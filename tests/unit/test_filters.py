@@ -3,6 +3,7 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from llama_stack_milvus.vector_io.filters import MAX_DEPTH, translate_filters
 
 ALLOWED_CONTROL = "\n\t\r"

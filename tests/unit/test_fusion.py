@@ -3,6 +3,7 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from llama_stack_milvus.vector_io.fusion import reciprocal_rank_fusion, weighted_fusion
 
 ids = st.lists(st.text(min_size=1, max_size=4), unique=True, max_size=20)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from llama_stack_api import ChunkMetadata, EmbeddedChunk
+
 from llama_stack_milvus.vector_io.index import (
     MAX_CONTENT_BYTES,
     chunk_to_row,
