@@ -75,6 +75,9 @@ class MilvusIndex(EmbeddingIndex):
         self.config = config
         self._loaded = False
         self._load_lock = asyncio.Lock()
+        # Searching an empty collection is wasted work, and BM25 on one fails in Lite 2.5 (NaN average length)
+        # after minutes of pymilvus retries; known after the first load and kept current by writes.
+        self._empty = True
 
     @property
     def _hnsw(self) -> bool:
@@ -146,6 +149,7 @@ class MilvusIndex(EmbeddingIndex):
                     f"load collection {self.collection}", client.load_collection, collection_name=self.collection
                 )
             self._loaded = True
+            self._empty = await self._count() == 0
 
     async def add_chunks(self, embedded_chunks: list[EmbeddedChunk]) -> None:
         # Later duplicates of a row win, as they would with one upsert per chunk.
@@ -161,6 +165,7 @@ class MilvusIndex(EmbeddingIndex):
                 data=rows[start : start + WRITE_BATCH_ROWS],
             )
         await self._flush()
+        self._empty = False
 
     async def delete_chunks(self, chunks_for_deletion: list[ChunkForDeletion]) -> None:
         row_ids = [json.dumps(row_id_for(c.chunk_id, c.document_id)) for c in chunks_for_deletion]
@@ -176,6 +181,7 @@ class MilvusIndex(EmbeddingIndex):
                 filter=expr,
             )
         await self._flush()
+        self._empty = await self._count() == 0
 
     async def _flush(self) -> None:
         if self.backend.capabilities.flush_after_write:
@@ -185,6 +191,9 @@ class MilvusIndex(EmbeddingIndex):
 
     async def count(self) -> int:
         await self._ensure_loaded()
+        return await self._count()
+
+    async def _count(self) -> int:
         result = await self.backend.run(
             f"count rows of {self.collection}",
             self.backend.client.query,
@@ -205,7 +214,10 @@ class MilvusIndex(EmbeddingIndex):
         self._loaded = False
 
     async def _search(self, leg: str, data: Any, field: str, metric: str, k: int, filters: Any) -> list[dict]:
+        expression = translate_filters(filters) or ""
         await self._ensure_loaded()
+        if self._empty:
+            return []
         params: dict[str, Any] = {"metric_type": metric}
         if field == "vector" and self._hnsw:
             params["params"] = {"ef": max(self.config.hnsw_ef_search, k)}
@@ -216,7 +228,7 @@ class MilvusIndex(EmbeddingIndex):
             data=[data],
             anns_field=field,
             limit=k,
-            filter=translate_filters(filters) or "",
+            filter=expression,
             output_fields=OUTPUT_FIELDS,
             search_params=params,
         )
