@@ -70,7 +70,7 @@ def open_lite_backend(config: InlineMilvusConfig) -> MilvusBackend:
     except Exception as e:
         raise RuntimeError(
             f"Cannot open the Milvus Lite file {path}: {e}. A Lite file serves one process at a time: "
-            "stop any other server using it, or point MILVUS_DB_PATH elsewhere."
+            "stop the other server using it, or give this one another db_path (LLAMA_STACK_MILVUS_DIR)."
         ) from e
     return MilvusBackend(client, f"Milvus Lite file {path}", lite_capabilities())
 
