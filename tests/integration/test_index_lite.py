@@ -34,7 +34,6 @@ counter = itertools.count()
 
 @pytest.fixture(scope="session")
 def embedder():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ensure_embedding_model()
     from sentence_transformers import SentenceTransformer
 
@@ -273,3 +272,48 @@ async def test_health_reports_ok_while_milvus_answers_and_error_after(tmp_path) 
     adapter.backend.close()
     unhealthy = await adapter.health()
     assert unhealthy["status"] == "Error" and "Milvus" in unhealthy["message"]
+
+
+def lite_major() -> int:
+    return int(importlib.metadata.version("milvus-lite").split(".")[0])
+
+
+@pytest.fixture(scope="module")
+def shared_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("shared") / "milvus.db"
+    return InlineMilvusConfig(db_path=str(path), persistence=PERSISTENCE, collection_mode="shared")
+
+
+@pytest.mark.skipif(lite_major() < 3, reason="Lite 2.5 cannot filter on a partition key (tested below)")
+async def test_shared_collection_keeps_stores_apart(shared_config, embedder) -> None:
+    backend = open_lite_backend(shared_config)
+    stores = [MilvusIndex(backend, f"vs_shared-{n}", 384, shared_config) for n in range(3)]
+    for store in stores:
+        await store.create()
+    text = "Cats are small domesticated carnivorous mammals."
+    vector = embedder([text])[0]
+    # The same file (same chunk and document ids) in every store: only the store scope tells them apart.
+    for n, store in enumerate(stores):
+        await store.add_chunks([chunk(text, vector, "file-same", "c1", owner=n), chunk(text, vector, "file-2", "c2")])
+    assert len({store.collection for store in stores}) == 1
+    for n, store in enumerate(stores):
+        for response in (
+            await store.query_vector(vector, 50, 0.0),
+            await store.query_keyword("cats", 50, 0.0),
+            await store.query_hybrid(vector, "cats", 50, 0.0, "rrf", {}),
+        ):
+            assert len(response.chunks) == 2
+            assert {c.metadata.get("owner", n) for c in response.chunks} == {n}
+    await stores[0].delete()
+    assert await stores[1].count() == 2 and await stores[2].count() == 2
+    await stores[1].delete_chunks([ChunkForDeletion(chunk_id="c1", document_id="file-same")])
+    assert await stores[1].count() == 1 and await stores[2].count() == 2
+    backend.close()
+
+
+@pytest.mark.skipif(lite_major() >= 3, reason="Lite 3.x supports shared collections (tested above)")
+async def test_shared_collection_is_refused_clearly_on_lite_25(shared_config) -> None:
+    backend = open_lite_backend(shared_config)
+    with pytest.raises(ValueError, match="needs a Milvus server or Milvus Lite 3.x"):
+        await MilvusIndex(backend, "vs_shared", 384, shared_config).create()
+    backend.close()

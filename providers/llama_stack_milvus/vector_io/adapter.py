@@ -8,8 +8,6 @@ Where it departs from the mixin, and why:
 """
 
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 from llama_stack.core.storage.kvstore import kvstore_impl
@@ -45,10 +43,9 @@ from llama_stack_api.vector_io.models import (
     VectorStoreSearchResponse,
     VectorStoreSearchResponsePage,
 )
-from pymilvus import MilvusClient
 
 from ..offline import ensure_tiktoken_cache
-from .backend import MilvusBackend, lite_capabilities
+from .backend import MilvusBackend, open_lite_backend, open_remote_backend
 from .config import InlineMilvusConfig, MilvusCommonConfig
 from .errors import MilvusBackendError
 from .filters import translate_filters
@@ -60,19 +57,6 @@ REGISTRATION_PREFIX = "llama_stack_milvus:vector_stores:v1::"
 SEARCH_MODES = ("vector", "keyword", "hybrid")
 RANKERS = ("rrf", "weighted", "neural")
 MAX_NUM_RESULTS = 50
-
-
-def open_lite_backend(config: InlineMilvusConfig) -> MilvusBackend:
-    path = Path(os.path.expanduser(config.db_path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        client = MilvusClient(uri=str(path))
-    except Exception as e:
-        raise RuntimeError(
-            f"Cannot open the Milvus Lite file {path}: {e}. A Lite file serves one process at a time: "
-            "stop the other server using it, or give this one another db_path (LLAMA_STACK_MILVUS_DIR)."
-        ) from e
-    return MilvusBackend(client, f"Milvus Lite file {path}", lite_capabilities())
 
 
 class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtocolPrivate):
@@ -95,7 +79,7 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
     def _open_backend(self) -> MilvusBackend:
         if isinstance(self.config, InlineMilvusConfig):
             return open_lite_backend(self.config)
-        raise NotImplementedError("remote::milvus is not available yet")
+        return open_remote_backend(self.config)
 
     async def shutdown(self) -> None:
         await super().shutdown()

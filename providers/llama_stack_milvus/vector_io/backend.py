@@ -2,14 +2,18 @@
 
 import asyncio
 import importlib.metadata
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from llama_stack.log import get_logger
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
+from .config import InlineMilvusConfig, RemoteMilvusConfig
 from .errors import MilvusBackendError
 
 logger = get_logger(name=__name__, category="vector_io::milvus")
@@ -17,28 +21,25 @@ logger = get_logger(name=__name__, category="vector_io::milvus")
 
 @dataclass(frozen=True)
 class Capabilities:
+    version: str
     bm25: bool
     hnsw: bool
     # Milvus Lite scans unflushed rows row by row: flushing after each write keeps searches indexed.
+    # Servers flush on their own, and a flush per write would seal tiny segments.
     flush_after_write: bool
-    # Lite 3.x leaves collections released after a reopen; servers keep them loaded.
-    load_on_open: bool
-
-
-def lite_capabilities() -> Capabilities:
-    lite_major = int(importlib.metadata.version("milvus-lite").split(".")[0])
-    return Capabilities(bm25=True, hnsw=lite_major >= 3, flush_after_write=True, load_on_open=True)
+    partition_key_filters: bool
 
 
 class MilvusBackend:
-    def __init__(self, client: MilvusClient, description: str, capabilities: Capabilities):
+    def __init__(self, client: MilvusClient, description: str, capabilities: Capabilities, timeout_s: float):
         self.client = client
         self.description = description
         self.capabilities = capabilities
+        self.timeout_s = timeout_s
 
     async def run(self, action: str, method: Callable[..., Any], **kwargs: Any) -> Any:
         try:
-            return await asyncio.to_thread(method, **kwargs)
+            return await asyncio.to_thread(method, timeout=self.timeout_s, **kwargs)
         except MilvusException as e:
             reason = e.message or f"error code {e.code}"
             raise MilvusBackendError(f"Milvus ({self.description}) failed to {action}: {reason}") from e
@@ -48,3 +49,46 @@ class MilvusBackend:
 
     def close(self) -> None:
         self.client.close()
+
+
+def open_lite_backend(config: InlineMilvusConfig) -> MilvusBackend:
+    path = Path(os.path.expanduser(config.db_path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        client = MilvusClient(uri=str(path))
+    except Exception as e:
+        raise RuntimeError(
+            f"Cannot open the Milvus Lite file {path}: {e}. A Lite file serves one process at a time: "
+            "stop the other server using it, or give this one another db_path (LLAMA_STACK_MILVUS_DIR)."
+        ) from e
+    version = importlib.metadata.version("milvus-lite")
+    lite3 = int(version.split(".")[0]) >= 3
+    capabilities = Capabilities(
+        f"milvus-lite {version}", bm25=True, hnsw=lite3, flush_after_write=True, partition_key_filters=lite3
+    )
+    return MilvusBackend(client, f"Milvus Lite file {path}", capabilities, config.request_timeout_s)
+
+
+def open_remote_backend(config: RemoteMilvusConfig) -> MilvusBackend:
+    description = f"Milvus server {config.uri}"
+    try:
+        client = MilvusClient(**config.client_kwargs())
+        version = client.get_server_version()
+    except Exception as e:
+        # pymilvus may echo the token in its messages: never pass them on unredacted.
+        reason = str(getattr(e, "message", None) or e)
+        if config.token:
+            reason = reason.replace(config.token.get_secret_value(), "***")
+        raise RuntimeError(f"Cannot connect to Milvus at {config.uri}: {reason}. Check uri and token.") from None
+    capabilities = capabilities_for_version(version)
+    logger.info("Connected to Milvus", uri=config.uri, version=version, bm25=capabilities.bm25)
+    return MilvusBackend(client, description, capabilities, config.request_timeout_s)
+
+
+def capabilities_for_version(version: str) -> Capabilities:
+    """BM25 full-text search (and with it keyword and hybrid search) arrived in Milvus 2.5."""
+    numbers = re.search(r"(\d+)\.(\d+)", version)
+    lite = "lite" in version.lower()
+    major_minor = (int(numbers[1]), int(numbers[2])) if numbers else (99, 0)
+    bm25 = lite or major_minor >= (2, 5)
+    return Capabilities(version, bm25=bm25, hnsw=True, flush_after_write=False, partition_key_filters=True)

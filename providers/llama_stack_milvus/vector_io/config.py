@@ -18,6 +18,17 @@ class MilvusCommonConfig(BaseModel):
     hnsw_m: int = Field(default=16, ge=4, le=64, description="HNSW graph degree (M)")
     hnsw_ef_construction: int = Field(default=200, ge=8, le=1024, description="HNSW efConstruction")
     hnsw_ef_search: int = Field(default=128, ge=8, le=4096, description="HNSW ef at search time (raised to k)")
+    collection_mode: Literal["per_store", "shared"] = Field(
+        default="per_store",
+        description="per_store: one collection per vector store; shared: one collection per embedding dimension "
+        "with the store id as partition key, for thousands of stores (Milvus servers, Lite 3.x)",
+    )
+    shared_collection_prefix: str = Field(
+        default="llama_stack_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$", description="shared mode only"
+    )
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Longest a single Milvus call may take before the request fails"
+    )
     # Injected by the stack's resolver from the run config's `vector_stores` section.
     vector_stores_config: VectorStoresConfig | None = None
 
@@ -50,6 +61,22 @@ class RemoteMilvusConfig(MilvusCommonConfig):
     uri: str = Field(description="Milvus server URI, e.g. http://localhost:19530 or a Zilliz Cloud endpoint")
     token: SecretStr | None = Field(default=None, description="user:password or a Zilliz Cloud API key")
     db_name: str | None = Field(default=None, description="Milvus database name")
+    secure: bool | None = Field(default=None, description="TLS on (implied by an https:// uri)")
+    server_pem_path: str | None = Field(default=None, description="one-way TLS: the server certificate")
+    server_name: str | None = Field(default=None, description="TLS: the name the server certificate is for")
+    ca_pem_path: str | None = Field(default=None, description="two-way TLS: the CA certificate")
+    client_pem_path: str | None = Field(default=None, description="two-way TLS: the client certificate")
+    client_key_path: str | None = Field(default=None, description="two-way TLS: the client key")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for pymilvus' MilvusClient (TLS options pass through unchanged)."""
+        tls = ("secure", "server_pem_path", "server_name", "ca_pem_path", "client_pem_path", "client_key_path")
+        kwargs = {name: getattr(self, name) for name in tls if getattr(self, name) is not None}
+        kwargs["uri"] = self.uri
+        kwargs["token"] = self.token.get_secret_value() if self.token else ""
+        kwargs["db_name"] = self.db_name or ""
+        kwargs["timeout"] = self.request_timeout_s
+        return kwargs
 
     @field_validator("uri")
     @classmethod

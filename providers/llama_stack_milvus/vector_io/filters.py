@@ -49,7 +49,7 @@ def _comparison(node: ComparisonFilter) -> str:
     key = node.key
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
         raise ValueError(f"Invalid filters: 'key' must be a non-empty string of at most {MAX_KEY_LENGTH} characters")
-    path = f"{ATTRIBUTES_FIELD}[{_string_literal(key)}]"
+    path = f"{ATTRIBUTES_FIELD}[{string_literal(key)}]"
     op, value = node.type, node.value
     if op in ("eq", "ne"):
         return f"({path} {'==' if op == 'eq' else '!='} {_scalar_literal(key, op, value)})"
@@ -76,14 +76,14 @@ def _scalar_literal(key: str, op: str, value: Any) -> str:
             raise ValueError(f"Invalid filters: '{op}' on key {key!r} needs a finite number, got {value}")
         return repr(value)
     if isinstance(value, str):
-        return _string_literal(value)
+        return string_literal(value)
     raise ValueError(f"Invalid filters: '{op}' on key {key!r} needs a string, number or boolean, got {_kind(value)}")
 
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"'}
 
 
-def _string_literal(text: str) -> str:
+def string_literal(text: str) -> str:
     # Milvus Lite 3.x reads \n, Lite 2.5 neither \n nor a raw newline, and no line knows \u escapes: so of the
     # control characters only a raw tab is portable; the rest are refused rather than silently never matched.
     bad = next((ch for ch in text if (ord(ch) < 0x20 or ord(ch) == 0x7F) and ch != "\t"), None)

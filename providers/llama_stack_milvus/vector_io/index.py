@@ -1,8 +1,12 @@
-"""One vector store = one Milvus collection: dense vector + BM25 sparse vector + JSON attributes."""
+"""A vector store's chunks in Milvus: dense vector + BM25 sparse vector + JSON attributes per row.
+
+per_store mode gives each store its own collection. shared mode keeps every store of one embedding
+dimension in one collection, with the store id as partition key and in every expression, so a deployment
+can hold thousands of stores and no search crosses stores.
+"""
 
 import asyncio
 import hashlib
-import json
 import re
 from typing import Any
 
@@ -15,11 +19,13 @@ from pymilvus import DataType, Function, FunctionType
 from .backend import MilvusBackend
 from .config import MilvusCommonConfig
 from .errors import MilvusBackendError, MilvusFeatureUnsupportedError
-from .filters import ATTRIBUTES_FIELD, translate_filters
+from .filters import ATTRIBUTES_FIELD, string_literal, translate_filters
 from .fusion import Hits, reciprocal_rank_fusion, weighted_fusion
 
 ROW_ID = "row_id"
+STORE_FIELD = "store_id"
 MAX_ROW_ID_LENGTH = 512
+MAX_STORE_ID_LENGTH = 256
 MAX_CONTENT_BYTES = 65535
 WRITE_BATCH_ROWS = 512
 OUTPUT_FIELDS = [ROW_ID, "content", ATTRIBUTES_FIELD, "chunk_info", "vector"]
@@ -70,13 +76,21 @@ class MilvusIndex(EmbeddingIndex):
     def __init__(self, backend: MilvusBackend, vector_store_id: str, dimension: int, config: MilvusCommonConfig):
         self.backend = backend
         self.vector_store_id = vector_store_id
-        self.collection = collection_name_for(vector_store_id)
         self.dimension = dimension
         self.config = config
+        self.shared = config.collection_mode == "shared"
+        if self.shared:
+            if len(vector_store_id) > MAX_STORE_ID_LENGTH:
+                raise ValueError(f"vector store id is longer than {MAX_STORE_ID_LENGTH} characters")
+            self.collection = f"{config.shared_collection_prefix}_{dimension}"
+            self.store_clause = f"{STORE_FIELD} == {string_literal(vector_store_id)}"
+        else:
+            self.collection = collection_name_for(vector_store_id)
+            self.store_clause = ""
         self._loaded = False
         self._load_lock = asyncio.Lock()
-        # Searching an empty collection is wasted work, and BM25 on one fails in Lite 2.5 (NaN average length)
-        # after minutes of pymilvus retries; known after the first load and kept current by writes.
+        # Searching an empty store is wasted work, and BM25 on an empty collection fails in Lite 2.5 (NaN
+        # average length) after minutes of pymilvus retries; known after the first load, kept current by writes.
         self._empty = True
 
     @property
@@ -84,24 +98,47 @@ class MilvusIndex(EmbeddingIndex):
         wanted = self.config.index_type
         return wanted == "HNSW" or (wanted == "auto" and self.backend.capabilities.hnsw)
 
+    def _where(self, expression: str = "") -> str:
+        """Scopes an expression to this store (shared mode only)."""
+        if not self.store_clause:
+            return expression
+        return f"{self.store_clause} and ({expression})" if expression else self.store_clause
+
+    def _scoped(self, row_id: str) -> str:
+        """Shared collections hold every store's rows, so the store is part of the primary key."""
+        if not self.shared:
+            return row_id
+        if len(row_id) + len(self.vector_store_id) + 1 > MAX_ROW_ID_LENGTH:
+            raise ValueError(f"chunk id {row_id!r} is too long for a shared collection ({MAX_ROW_ID_LENGTH} max)")
+        return f"{self.vector_store_id}/{row_id}"
+
+    async def _collection_exists(self) -> bool:
+        return await self.backend.run(
+            f"check collection {self.collection}", self.backend.client.has_collection, collection_name=self.collection
+        )
+
     async def create(self) -> None:
         """Creates the collection (idempotent) so that even an empty store can be searched."""
-        client = self.backend.client
-        if await self.backend.run(
-            f"check collection {self.collection}", client.has_collection, collection_name=self.collection
-        ):
+        if self.shared and not self.backend.capabilities.partition_key_filters:
+            raise ValueError(
+                f"collection_mode 'shared' needs a Milvus server or Milvus Lite 3.x; "
+                f"{self.backend.capabilities.version} cannot filter on a partition key"
+            )
+        if await self._collection_exists():
             return
+        client = self.backend.client
+        capabilities = self.backend.capabilities
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field(ROW_ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ROW_ID_LENGTH)
-        schema.add_field(
-            "content", DataType.VARCHAR, max_length=MAX_CONTENT_BYTES, enable_analyzer=self.backend.capabilities.bm25
-        )
+        if self.shared:
+            schema.add_field(STORE_FIELD, DataType.VARCHAR, max_length=MAX_STORE_ID_LENGTH, is_partition_key=True)
+        schema.add_field("content", DataType.VARCHAR, max_length=MAX_CONTENT_BYTES, enable_analyzer=capabilities.bm25)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
         schema.add_field(ATTRIBUTES_FIELD, DataType.JSON)
         schema.add_field("chunk_info", DataType.JSON)
         index_params = client.prepare_index_params()
         index_params.add_index(field_name="vector", metric_type="COSINE", **self._dense_index())
-        if self.backend.capabilities.bm25:
+        if capabilities.bm25:
             schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
             schema.add_function(
                 Function(
@@ -135,25 +172,28 @@ class MilvusIndex(EmbeddingIndex):
         async with self._load_lock:
             if self._loaded:
                 return
-            client = self.backend.client
-            exists = await self.backend.run(
-                f"check collection {self.collection}", client.has_collection, collection_name=self.collection
-            )
-            if not exists:
+            if not await self._collection_exists():
                 raise MilvusBackendError(
                     f"Milvus ({self.backend.description}) has no collection {self.collection} for vector store "
                     f"{self.vector_store_id}: its data is gone from Milvus"
                 )
-            if self.backend.capabilities.load_on_open:
-                await self.backend.run(
-                    f"load collection {self.collection}", client.load_collection, collection_name=self.collection
-                )
+            # Milvus Lite 3.x leaves collections released after a reopen; elsewhere this is a cheap no-op.
+            await self.backend.run(
+                f"load collection {self.collection}",
+                self.backend.client.load_collection,
+                collection_name=self.collection,
+            )
             self._loaded = True
             self._empty = await self._count() == 0
 
     async def add_chunks(self, embedded_chunks: list[EmbeddedChunk]) -> None:
+        rows = [chunk_to_row(chunk) for chunk in embedded_chunks]
+        for row in rows:
+            row[ROW_ID] = self._scoped(row[ROW_ID])
+            if self.shared:
+                row[STORE_FIELD] = self.vector_store_id
         # Later duplicates of a row win, as they would with one upsert per chunk.
-        rows = list({row[ROW_ID]: row for row in map(chunk_to_row, embedded_chunks)}.values())
+        rows = list({row[ROW_ID]: row for row in rows}.values())
         if not rows:
             return
         await self._ensure_loaded()
@@ -168,20 +208,22 @@ class MilvusIndex(EmbeddingIndex):
         self._empty = False
 
     async def delete_chunks(self, chunks_for_deletion: list[ChunkForDeletion]) -> None:
-        row_ids = [json.dumps(row_id_for(c.chunk_id, c.document_id)) for c in chunks_for_deletion]
+        row_ids = [string_literal(self._scoped(row_id_for(c.chunk_id, c.document_id))) for c in chunks_for_deletion]
         if not row_ids:
             return
         await self._ensure_loaded()
         for start in range(0, len(row_ids), WRITE_BATCH_ROWS):
-            expr = f"{ROW_ID} in [{', '.join(row_ids[start : start + WRITE_BATCH_ROWS])}]"
-            await self.backend.run(
-                f"delete from {self.collection}",
-                self.backend.client.delete,
-                collection_name=self.collection,
-                filter=expr,
-            )
+            await self._delete_where(f"{ROW_ID} in [{', '.join(row_ids[start : start + WRITE_BATCH_ROWS])}]")
         await self._flush()
         self._empty = await self._count() == 0
+
+    async def _delete_where(self, expression: str) -> None:
+        await self.backend.run(
+            f"delete from {self.collection}",
+            self.backend.client.delete,
+            collection_name=self.collection,
+            filter=self._where(expression),
+        )
 
     async def _flush(self) -> None:
         if self.backend.capabilities.flush_after_write:
@@ -198,23 +240,28 @@ class MilvusIndex(EmbeddingIndex):
             f"count rows of {self.collection}",
             self.backend.client.query,
             collection_name=self.collection,
-            filter="",
+            filter=self._where(),
             output_fields=["count(*)"],
         )
         return int(result[0]["count(*)"])
 
     async def delete(self) -> None:
-        client = self.backend.client
-        if await self.backend.run(
-            f"check collection {self.collection}", client.has_collection, collection_name=self.collection
-        ):
+        if not await self._collection_exists():
+            return
+        if self.shared:
+            await self._ensure_loaded()
+            await self._delete_where("")
+            await self._flush()
+        else:
             await self.backend.run(
-                f"drop collection {self.collection}", client.drop_collection, collection_name=self.collection
+                f"drop collection {self.collection}",
+                self.backend.client.drop_collection,
+                collection_name=self.collection,
             )
         self._loaded = False
 
     async def _search(self, leg: str, data: Any, field: str, metric: str, k: int, filters: Any) -> list[dict]:
-        expression = translate_filters(filters) or ""
+        expression = self._where(translate_filters(filters) or "")
         await self._ensure_loaded()
         if self._empty:
             return []
@@ -236,21 +283,17 @@ class MilvusIndex(EmbeddingIndex):
 
     async def _vector_hits(self, embedding: NDArray, k: int, filters: Any) -> tuple[Hits, dict[str, dict]]:
         found = await self._search("vector", [float(x) for x in embedding], "vector", "COSINE", k, filters)
-        return [(hit["entity"][ROW_ID], float(hit["distance"])) for hit in found], {
-            hit["entity"][ROW_ID]: hit["entity"] for hit in found
-        }
+        return _hits(found, lambda distance: distance)
 
     async def _keyword_hits(self, query: str, k: int, filters: Any) -> tuple[Hits, dict[str, dict]]:
         if not self.backend.capabilities.bm25:
             raise MilvusFeatureUnsupportedError(
-                f"Milvus ({self.backend.description}) has no BM25 full-text search: keyword and hybrid search "
-                "need Milvus 2.5 or newer; use search_mode='vector'"
+                f"{self.backend.description} runs Milvus {self.backend.capabilities.version}, which has no BM25 "
+                "full-text search: keyword and hybrid search need Milvus 2.5 or newer; use search_mode='vector'"
             )
         found = await self._search("keyword", query, "sparse", "BM25", k, filters)
         # Milvus Lite 3.x reports BM25 as negative distances (best first); the magnitude is the score.
-        return [(hit["entity"][ROW_ID], abs(float(hit["distance"]))) for hit in found], {
-            hit["entity"][ROW_ID]: hit["entity"] for hit in found
-        }
+        return _hits(found, abs)
 
     async def query_vector(
         self, embedding: NDArray, k: int, score_threshold: float, filters: Any = None
@@ -283,6 +326,12 @@ class MilvusIndex(EmbeddingIndex):
         else:
             fused = reciprocal_rank_fusion(vector_hits, keyword_hits, float(reranker_params.get("impact_factor", 60)))
         return _response(fused[:k], {**keyword_entities, **vector_entities}, score_threshold)
+
+
+def _hits(found: list[dict], score_of) -> tuple[Hits, dict[str, dict]]:
+    return [(hit["entity"][ROW_ID], score_of(float(hit["distance"]))) for hit in found], {
+        hit["entity"][ROW_ID]: hit["entity"] for hit in found
+    }
 
 
 def _response(hits: Hits, entities: dict[str, dict], score_threshold: float) -> QueryChunksResponse:
