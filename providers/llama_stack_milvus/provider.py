@@ -1,6 +1,6 @@
 """Entry point for `module: llama_stack_milvus`: specs that replace the built-in inline:: and remote::milvus."""
 
-from llama_stack_api import Api, InlineProviderSpec, ProviderSpec, RemoteProviderSpec
+from llama_stack_api import Api, InlineProviderSpec, ProviderSpec
 
 PIP_PACKAGES = ["llama-stack-milvus"]
 
@@ -11,18 +11,20 @@ def get_provider_spec() -> list[ProviderSpec]:
             api=Api.vector_io,
             provider_type="inline::milvus",
             pip_packages=PIP_PACKAGES,
-            module="llama_stack_milvus.vector_io.inline",
+            module="llama_stack_milvus.vector_io",
             config_class="llama_stack_milvus.vector_io.config.InlineMilvusConfig",
             api_dependencies=[Api.inference],
             optional_api_dependencies=[Api.files],
             description="Milvus Lite (a local file) as the vector store, by llama-stack-milvus.",
         ),
-        RemoteProviderSpec(
+        # Declared as an inline spec on purpose: the 0.7.x resolver hands the run config's `vector_stores`
+        # section (chunking defaults, retrieval multiplier) only to inline specs, and the remote provider needs it
+        # as much as the inline one. It still talks to a remote Milvus.
+        InlineProviderSpec(
             api=Api.vector_io,
-            adapter_type="milvus",
             provider_type="remote::milvus",
             pip_packages=PIP_PACKAGES,
-            module="llama_stack_milvus.vector_io.remote",
+            module="llama_stack_milvus.vector_io",
             config_class="llama_stack_milvus.vector_io.config.RemoteMilvusConfig",
             api_dependencies=[Api.inference],
             optional_api_dependencies=[Api.files],
