@@ -132,4 +132,55 @@ lsm_setup() {
     esac
 }
 
+# lsm_ensure_milvus_standalone: creates $LSM_ROOT/.venv-milvus235 with PyPI milvus==2.3.5 (the real Milvus
+# standalone 2.3.5 server: a stdlib-only launcher plus Linux x86-64 binaries, any Python 3) and unpacks its
+# binaries once into .venv-milvus235/milvus-bin-cache; scripts/milvus_server.py links them into each data dir.
+# Idempotent (stamp = spec, interpreter version, cache layout); holds .venv-milvus235/.lock while working.
+# Same steps and stamp as ensure_standalone_venv() in scripts/milvus_server.py. Not part of lsm_setup.
+lsm_ensure_milvus_standalone() {
+    local venv="$LSM_ROOT/.venv-milvus235"
+    mkdir -p "$venv" || {
+        lsm_die "cannot create $venv"
+        return 1
+    }
+    (
+        spec="milvus==2.3.5"
+        stamp="$venv/.milvus-standalone.stamp"
+        stamp_key() {
+            local version
+            version="$("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')" || return 1
+            printf '%s\n%s\n%s' "$spec" "$version" "bin-cache-1"
+        }
+        if command -v flock >/dev/null 2>&1; then
+            flock 9
+        fi
+        if [[ -f "$stamp" ]] && key="$(stamp_key 2>/dev/null)" && [[ "$(cat "$stamp")" == "$key" ]]; then
+            exit 0
+        fi
+        rm -f "$stamp"
+        if ! "$venv/bin/python" -c 'pass' >/dev/null 2>&1; then
+            python="$(lsm_find_python)" || exit 1
+            echo "Creating $venv with $python" >&2
+            "$python" -m venv --clear "$venv" >&2 || {
+                lsm_die "could not create $venv with $python"
+                exit 1
+            }
+        fi
+        echo "Installing $spec into $venv" >&2
+        "$venv/bin/python" -m pip install --progress-bar off --disable-pip-version-check "$spec" >&2 || {
+            lsm_die "pip install $spec into $venv failed (see above)"
+            exit 1
+        }
+        rm -rf "$venv/milvus-bin-cache.partial" "$venv/milvus-bin-cache"
+        if ! "$venv/bin/python" -c 'import sys, milvus; milvus._initialize_data_files(sys.argv[1])' \
+            "$venv/milvus-bin-cache.partial" ||
+            ! mv "$venv/milvus-bin-cache.partial" "$venv/milvus-bin-cache"; then
+            lsm_die "could not unpack the Milvus binaries into $venv/milvus-bin-cache"
+            exit 1
+        fi
+        key="$(stamp_key)" || exit 1
+        printf '%s\n' "$key" >"$stamp"
+    ) 9>"$venv/.lock"
+}
+
 lsm_setup || return 1 2>/dev/null || exit 1

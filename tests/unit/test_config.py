@@ -41,3 +41,13 @@ def test_provider_specs_replace_both_builtin_types() -> None:
     specs = {spec.provider_type: spec for spec in get_provider_spec()}
     assert set(specs) == {"inline::milvus", "remote::milvus"}
     assert specs["inline::milvus"].config_class.endswith("InlineMilvusConfig")
+
+
+@pytest.mark.parametrize(
+    ("version", "bm25"),
+    [("v2.3.5-lite", False), ("v2.4.13", False), ("v2.5.4", True), ("v2.6.0", True), ("milvus_lite-3.2.2", True)],
+)
+def test_bm25_is_detected_from_the_server_version(version: str, bm25: bool) -> None:
+    from llama_stack_milvus.vector_io.backend import capabilities_for_version
+
+    assert capabilities_for_version(version).bm25 is bm25

@@ -75,8 +75,12 @@ def open_remote_backend(config: RemoteMilvusConfig) -> MilvusBackend:
         client = MilvusClient(**config.client_kwargs())
         version = client.get_server_version()
     except Exception as e:
-        # pymilvus may echo the token in its messages: never pass them on unredacted.
+        # pymilvus says "illegal connection params or server unavailable" for both a refused token and a server
+        # that is down; the gRPC cause tells them apart. It may echo the token: never pass that on.
         reason = str(getattr(e, "message", None) or e)
+        cause = getattr(e.__cause__, "details", None)
+        if callable(cause) and cause():
+            reason = f"{reason} ({cause()})"
         if config.token:
             reason = reason.replace(config.token.get_secret_value(), "***")
         raise RuntimeError(f"Cannot connect to Milvus at {config.uri}: {reason}. Check uri and token.") from None
@@ -86,9 +90,14 @@ def open_remote_backend(config: RemoteMilvusConfig) -> MilvusBackend:
 
 
 def capabilities_for_version(version: str) -> Capabilities:
-    """BM25 full-text search (and with it keyword and hybrid search) arrived in Milvus 2.5."""
+    """BM25 full-text search (and with it keyword and hybrid search) arrived in Milvus 2.5 (and Milvus Lite 2.5).
+
+    Versions read like "v2.5.4", "v2.3.5-lite" (the PyPI `milvus` standalone) or "milvus_lite-3.2.2". A server
+    without BM25 must be known before a collection is created: Milvus 2.3 accepts a BM25 schema, then crashes
+    loading it.
+    """
     numbers = re.search(r"(\d+)\.(\d+)", version)
-    lite = "lite" in version.lower()
     major_minor = (int(numbers[1]), int(numbers[2])) if numbers else (99, 0)
-    bm25 = lite or major_minor >= (2, 5)
-    return Capabilities(version, bm25=bm25, hnsw=True, flush_after_write=False, partition_key_filters=True)
+    return Capabilities(
+        version, bm25=major_minor >= (2, 5), hnsw=True, flush_after_write=False, partition_key_filters=True
+    )
