@@ -72,6 +72,54 @@ def row_to_chunk(entity: dict[str, Any]) -> EmbeddedChunk:
     return EmbeddedChunk(**info, metadata=entity[ATTRIBUTES_FIELD] or {}, embedding=list(entity["vector"]))
 
 
+async def create_chunk_collection(
+    backend: MilvusBackend, name: str, dimension: int, config: MilvusCommonConfig, shared: bool
+) -> None:
+    client = backend.client
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field(ROW_ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ROW_ID_LENGTH)
+    if shared:
+        schema.add_field(STORE_FIELD, DataType.VARCHAR, max_length=MAX_STORE_ID_LENGTH, is_partition_key=True)
+    schema.add_field(
+        "content", DataType.VARCHAR, max_length=MAX_CONTENT_BYTES, enable_analyzer=backend.capabilities.bm25
+    )
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
+    schema.add_field(ATTRIBUTES_FIELD, DataType.JSON)
+    schema.add_field("chunk_info", DataType.JSON)
+    index_params = client.prepare_index_params()
+    index_params.add_index(field_name="vector", metric_type="COSINE", **dense_index(config, backend))
+    if backend.capabilities.bm25:
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name="content_bm25",
+                input_field_names=["content"],
+                output_field_names=["sparse"],
+                function_type=FunctionType.BM25,
+            )
+        )
+        index_params.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    await backend.run(
+        f"create collection {name}",
+        client.create_collection,
+        collection_name=name,
+        schema=schema,
+        index_params=index_params,
+        consistency_level=config.consistency_level,
+    )
+
+
+def uses_hnsw(config: MilvusCommonConfig, backend: MilvusBackend) -> bool:
+    return config.index_type == "HNSW" or (config.index_type == "auto" and backend.capabilities.hnsw)
+
+
+def dense_index(config: MilvusCommonConfig, backend: MilvusBackend) -> dict[str, Any]:
+    if uses_hnsw(config, backend):
+        return {"index_type": "HNSW", "params": {"M": config.hnsw_m, "efConstruction": config.hnsw_ef_construction}}
+    index_type = "FLAT" if config.index_type == "auto" else config.index_type
+    return {"index_type": index_type, "params": {"nlist": 128} if index_type == "IVF_FLAT" else {}}
+
+
 class MilvusIndex(EmbeddingIndex):
     def __init__(self, backend: MilvusBackend, vector_store_id: str, dimension: int, config: MilvusCommonConfig):
         self.backend = backend
@@ -92,11 +140,6 @@ class MilvusIndex(EmbeddingIndex):
         # Searching an empty store is wasted work, and BM25 on an empty collection fails in Lite 2.5 (NaN
         # average length) after minutes of pymilvus retries; known after the first load, kept current by writes.
         self._empty = True
-
-    @property
-    def _hnsw(self) -> bool:
-        wanted = self.config.index_type
-        return wanted == "HNSW" or (wanted == "auto" and self.backend.capabilities.hnsw)
 
     def _where(self, expression: str = "") -> str:
         """Scopes an expression to this store (shared mode only)."""
@@ -124,47 +167,9 @@ class MilvusIndex(EmbeddingIndex):
                 f"collection_mode 'shared' needs a Milvus server or Milvus Lite 3.x; "
                 f"{self.backend.capabilities.version} cannot filter on a partition key"
             )
-        if await self._collection_exists():
-            return
-        client = self.backend.client
-        capabilities = self.backend.capabilities
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field(ROW_ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ROW_ID_LENGTH)
-        if self.shared:
-            schema.add_field(STORE_FIELD, DataType.VARCHAR, max_length=MAX_STORE_ID_LENGTH, is_partition_key=True)
-        schema.add_field("content", DataType.VARCHAR, max_length=MAX_CONTENT_BYTES, enable_analyzer=capabilities.bm25)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
-        schema.add_field(ATTRIBUTES_FIELD, DataType.JSON)
-        schema.add_field("chunk_info", DataType.JSON)
-        index_params = client.prepare_index_params()
-        index_params.add_index(field_name="vector", metric_type="COSINE", **self._dense_index())
-        if capabilities.bm25:
-            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-            schema.add_function(
-                Function(
-                    name="content_bm25",
-                    input_field_names=["content"],
-                    output_field_names=["sparse"],
-                    function_type=FunctionType.BM25,
-                )
-            )
-            index_params.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        await self.backend.run(
-            f"create collection {self.collection}",
-            client.create_collection,
-            collection_name=self.collection,
-            schema=schema,
-            index_params=index_params,
-            consistency_level=self.config.consistency_level,
-        )
+        if not await self._collection_exists():
+            await create_chunk_collection(self.backend, self.collection, self.dimension, self.config, self.shared)
         self._loaded = False
-
-    def _dense_index(self) -> dict[str, Any]:
-        if self._hnsw:
-            params = {"M": self.config.hnsw_m, "efConstruction": self.config.hnsw_ef_construction}
-            return {"index_type": "HNSW", "params": params}
-        index_type = "FLAT" if self.config.index_type == "auto" else self.config.index_type
-        return {"index_type": index_type, "params": {"nlist": 128} if index_type == "IVF_FLAT" else {}}
 
     async def _ensure_loaded(self) -> None:
         if self._loaded:
@@ -266,7 +271,7 @@ class MilvusIndex(EmbeddingIndex):
         if self._empty:
             return []
         params: dict[str, Any] = {"metric_type": metric}
-        if field == "vector" and self._hnsw:
+        if field == "vector" and uses_hnsw(self.config, self.backend):
             params["params"] = {"ef": max(self.config.hnsw_ef_search, k)}
         result = await self.backend.run(
             f"run a {leg} search in {self.collection}",
