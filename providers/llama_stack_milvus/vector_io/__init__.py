@@ -1,0 +1,14 @@
+from typing import Any
+
+from llama_stack_api import Api
+
+from .config import MilvusCommonConfig
+
+
+async def get_provider_impl(config: MilvusCommonConfig, deps: dict[Api, Any]):
+    """Entry point for both inline::milvus and remote::milvus; the config's type decides which Milvus."""
+    from .adapter import MilvusVectorIOAdapter
+
+    impl = MilvusVectorIOAdapter(config, deps[Api.inference], deps.get(Api.files))
+    await impl.initialize()
+    return impl

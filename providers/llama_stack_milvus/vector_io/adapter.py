@@ -47,7 +47,7 @@ from llama_stack_api.vector_io.models import (
 from ..offline import ensure_tiktoken_cache
 from .backend import MilvusBackend, open_lite_backend, open_remote_backend
 from .config import InlineMilvusConfig, MilvusCommonConfig
-from .errors import MilvusBackendError
+from .errors import MilvusBackendError, invalid_request_on_value_error
 from .filters import translate_filters
 from .index import MilvusIndex
 
@@ -122,13 +122,16 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
         await self.kvstore.delete(REGISTRATION_PREFIX + vector_store_id)
 
     async def insert_chunks(self, request: InsertChunksRequest) -> None:
-        await self._store(request.vector_store_id).insert_chunks(request)
+        with invalid_request_on_value_error():
+            await self._store(request.vector_store_id).insert_chunks(request)
 
     async def query_chunks(self, request: QueryChunksRequest) -> QueryChunksResponse:
-        return await self._store(request.vector_store_id).query_chunks(request)
+        with invalid_request_on_value_error():
+            return await self._store(request.vector_store_id).query_chunks(request)
 
     async def delete_chunks(self, request: DeleteChunksRequest) -> None:
-        await self._store(request.vector_store_id).index.delete_chunks(request.chunks)
+        with invalid_request_on_value_error():
+            await self._store(request.vector_store_id).index.delete_chunks(request.chunks)
 
     def _default_chunking(self) -> VectorStoreChunkingStrategyStatic:
         params = self.vector_stores_config.file_ingestion_params
@@ -173,7 +176,8 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
         self, vector_store_id: str, request: OpenAISearchVectorStoreRequest
     ) -> VectorStoreSearchResponsePage:
         query = " ".join(request.query) if isinstance(request.query, list) else request.query
-        params = self._search_params(request, query)
+        with invalid_request_on_value_error():
+            params = self._search_params(request, query)
         if vector_store_id not in self.openai_vector_stores:
             raise VectorStoreNotFoundError(vector_store_id)
         response = await self.query_chunks(

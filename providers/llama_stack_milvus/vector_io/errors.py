@@ -1,16 +1,45 @@
-"""Errors the provider raises; the stack turns their status_code into the HTTP status."""
+"""Errors the provider raises; the stack turns their status_code into the HTTP status.
+
+All derive from ConflictError only for its registered exception handler: Llama Stack 0.7.3 answers any other
+exception through a generic handler that re-raises, and uvicorn then resets the client's keep-alive connection
+after sending the error. translate_exception() reads our own status_code, so no 409 is ever sent.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
-from llama_stack_api.common.errors import LlamaStackError
+from llama_stack_api import ConflictError
 
 
-class MilvusBackendError(LlamaStackError):
+class ProviderError(ConflictError):
+    status_code: httpx.codes = httpx.codes.INTERNAL_SERVER_ERROR
+
+
+class InvalidRequestError(ProviderError, ValueError):
+    """The request is wrong: a 400 whose message says what to change."""
+
+    status_code: httpx.codes = httpx.codes.BAD_REQUEST
+
+
+class MilvusBackendError(ProviderError):
     """Milvus failed or could not be reached: a 503 that names Milvus, never an empty success."""
 
     status_code: httpx.codes = httpx.codes.SERVICE_UNAVAILABLE
 
 
-class MilvusFeatureUnsupportedError(LlamaStackError):
+class MilvusFeatureUnsupportedError(ProviderError):
     """The Milvus backend lacks a feature the request needs (e.g. BM25 on Milvus < 2.5)."""
 
     status_code: httpx.codes = httpx.codes.NOT_IMPLEMENTED
+
+
+@contextmanager
+def invalid_request_on_value_error() -> Iterator[None]:
+    """ValueErrors (ours, Llama Stack's embedding checks) are the caller's mistake: answer them as a 400."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except ValueError as e:
+        raise InvalidRequestError(str(e)) from e
