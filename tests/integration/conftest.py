@@ -1,0 +1,138 @@
+"""Fixtures that run a real `llama stack run` server from the embedded distribution on a free port."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_YAML = ROOT / "distributions" / "milvus-embedded" / "run.yaml"
+START_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 20
+
+# tests/data holds the document builder shared by the server tests.
+sys.path.insert(0, str(ROOT / "tests" / "data"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class StackServer:
+    """One `llama stack run` process on a data directory; can be stopped and started again on the same data."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]):
+        self.data_dir = data_dir
+        self.env = env
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.log_path = data_dir / "server.log"
+        self.starts = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def start(self) -> None:
+        assert self.process is None, "server already running"
+        self.port = free_port()
+        self.starts += 1
+        llama = Path(sys.executable).parent / "llama"
+        with self.log_path.open("a") as log:
+            log.write(f"\n===== start #{self.starts} on port {self.port} =====\n")
+            log.flush()
+            self.process = subprocess.Popen(
+                [str(llama), "stack", "run", str(RUN_YAML.relative_to(ROOT)), "--port", str(self.port)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.process = None
+                pytest.fail(f"llama stack server exited with {code} during start-up:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/v1/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"llama stack server not healthy after {START_TIMEOUT_S} s:\n{self.log_tail()}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def server_env() -> dict[str, str]:
+    """The environment for server processes: ours plus the offline model/tokenizer prerequisites."""
+    from llama_stack_milvus.offline import ensure_embedding_model, ensure_tiktoken_cache
+
+    tiktoken_dir = ensure_tiktoken_cache()
+    ensure_embedding_model()
+    env = dict(os.environ)
+    env["TIKTOKEN_CACHE_DIR"] = str(tiktoken_dir)
+    env["HF_HUB_OFFLINE"] = "1"
+    env["TRANSFORMERS_OFFLINE"] = "1"
+    # No remote inference in these tests, even if the developer's shell has keys set.
+    for name in ("TOGETHER_API_KEY", "VLLM_URL", "LLAMA_STACK_PORT"):
+        env.pop(name, None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def make_server(server_env, tmp_path_factory) -> Iterator[Callable[..., StackServer]]:
+    """Factory: make_server() starts a server on a fresh data dir; every server is stopped at session end."""
+    servers: list[StackServer] = []
+
+    def make(name: str = "stack") -> StackServer:
+        data_dir = tmp_path_factory.mktemp(name)
+        env = dict(server_env, LLAMA_STACK_MILVUS_DIR=str(data_dir))
+        server = StackServer(data_dir, env)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack_server(make_server) -> Iterator[StackServer]:
+    """A running server for one test module, on its own data directory."""
+    server = make_server("stack")
+    yield server
+    server.stop()
