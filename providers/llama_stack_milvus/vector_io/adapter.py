@@ -11,7 +11,6 @@ import math
 from typing import Any
 
 from llama_stack.core.storage.kvstore import kvstore_impl
-from llama_stack.log import get_logger
 from llama_stack.providers.utils.memory.openai_vector_store_mixin import OpenAIVectorStoreMixin
 from llama_stack.providers.utils.memory.vector_store import VectorStoreWithIndex
 from llama_stack.providers.utils.vector_io.filters import parse_filter
@@ -50,8 +49,6 @@ from .config import InlineMilvusConfig, MilvusCommonConfig
 from .errors import MilvusBackendError, invalid_request_on_value_error
 from .filters import translate_filters
 from .index import MilvusIndex
-
-logger = get_logger(name=__name__, category="vector_io::milvus")
 
 REGISTRATION_PREFIX = "llama_stack_milvus:vector_stores:v1::"
 SEARCH_MODES = ("vector", "keyword", "hybrid")
