@@ -98,6 +98,8 @@ def capabilities_for_version(version: str) -> Capabilities:
     """
     numbers = re.search(r"(\d+)\.(\d+)", version)
     major_minor = (int(numbers[1]), int(numbers[2])) if numbers else (99, 0)
+    # `milvus-lite server` is Milvus Lite behind gRPC: unflushed rows are scanned one by one there too.
+    lite = version.startswith("milvus_lite")
     return Capabilities(
-        version, bm25=major_minor >= (2, 5), hnsw=True, flush_after_write=False, partition_key_filters=True
+        version, bm25=major_minor >= (2, 5), hnsw=True, flush_after_write=lite, partition_key_filters=True
     )
