@@ -18,10 +18,29 @@ EMBEDDING_PROVIDER_MODEL_ID = "all-MiniLM-L6-v2"
 EMBEDDING_DIMENSION = 384
 
 
-def run_config() -> dict[str, Any]:
+def vector_io_providers(state_dir: str = STATE_DIR) -> list[dict[str, Any]]:
+    return [
+        {
+            "provider_id": "milvus",
+            "provider_type": "inline::milvus",
+            "module": "llama_stack_milvus",
+            "config": {
+                # Llama Stack's ${env...} syntax does not nest (the default ends at the first "}"), so the
+                # Milvus Lite data cannot have its own variable defaulting into STATE_DIR: it lives there.
+                "db_path": state_dir + "/milvus.db",
+                "persistence": {"namespace": "vector_io::milvus", "backend": "kv_default"},
+            },
+        }
+    ]
+
+
+def run_config(
+    name: str = NAME, state_dir: str = STATE_DIR, vector_io: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The run config; other templates (milvus_remote) pass their own name, state directory and vector_io."""
     return {
         "version": 2,
-        "distro_name": NAME,
+        "distro_name": name,
         "apis": ["files", "inference", "responses", "tool_runtime", "vector_io"],
         "providers": {
             "inference": [
@@ -49,25 +68,13 @@ def run_config() -> dict[str, Any]:
                     },
                 },
             ],
-            "vector_io": [
-                {
-                    "provider_id": "milvus",
-                    "provider_type": "inline::milvus",
-                    "module": "llama_stack_milvus",
-                    "config": {
-                        # Llama Stack's ${env...} syntax does not nest (the default ends at the first "}"), so the
-                        # Milvus Lite data cannot have its own variable defaulting into STATE_DIR: it lives there.
-                        "db_path": STATE_DIR + "/milvus.db",
-                        "persistence": {"namespace": "vector_io::milvus", "backend": "kv_default"},
-                    },
-                }
-            ],
+            "vector_io": vector_io if vector_io is not None else vector_io_providers(state_dir),
             "files": [
                 {
                     "provider_id": "builtin-files",
                     "provider_type": "inline::localfs",
                     "config": {
-                        "storage_dir": STATE_DIR + "/files",
+                        "storage_dir": state_dir + "/files",
                         "metadata_store": {"table_name": "files_metadata", "backend": "sql_default"},
                     },
                 }
@@ -93,8 +100,8 @@ def run_config() -> dict[str, Any]:
         },
         "storage": {
             "backends": {
-                "kv_default": {"type": "kv_sqlite", "db_path": STATE_DIR + "/kvstore.db"},
-                "sql_default": {"type": "sql_sqlite", "db_path": STATE_DIR + "/sql_store.db"},
+                "kv_default": {"type": "kv_sqlite", "db_path": state_dir + "/kvstore.db"},
+                "sql_default": {"type": "sql_sqlite", "db_path": state_dir + "/sql_store.db"},
             },
             "stores": {
                 "metadata": {"namespace": "registry", "backend": "kv_default"},

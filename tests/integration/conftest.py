@@ -1,5 +1,6 @@
-"""Fixtures that run a real `llama stack run` server from the embedded distribution on a free port."""
+"""Fixtures that run a real `llama stack run` server from a distribution (milvus-embedded by default) on a free port."""
 
+import json
 import os
 import signal
 import socket
@@ -17,8 +18,11 @@ RUN_YAML = ROOT / "distributions" / "milvus-embedded" / "run.yaml"
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 20
 
-# tests/data holds the document builder shared by the server tests.
+# tests/data holds the document builder shared by the server tests; scripts/ has milvus_server.py.
 sys.path.insert(0, str(ROOT / "tests" / "data"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import milvus_server  # noqa: E402
 
 
 def free_port() -> int:
@@ -30,13 +34,15 @@ def free_port() -> int:
 class StackServer:
     """One `llama stack run` process on a data directory; can be stopped and started again on the same data."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str]):
+    def __init__(self, data_dir: Path, env: dict[str, str], run_yaml: Path = RUN_YAML):
         self.data_dir = data_dir
         self.env = env
+        self.run_yaml = run_yaml
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.log_path = data_dir / "server.log"
         self.starts = 0
+        self.start_seconds: list[float] = []  # how long each start took until /v1/health answered
 
     @property
     def base_url(self) -> str:
@@ -51,12 +57,13 @@ class StackServer:
         assert self.process is None, "server already running"
         self.port = free_port()
         self.starts += 1
+        started = time.monotonic()
         llama = Path(sys.executable).parent / "llama"
         with self.log_path.open("a") as log:
             log.write(f"\n===== start #{self.starts} on port {self.port} =====\n")
             log.flush()
             self.process = subprocess.Popen(
-                [str(llama), "stack", "run", str(RUN_YAML.relative_to(ROOT)), "--port", str(self.port)],
+                [str(llama), "stack", "run", str(self.run_yaml.relative_to(ROOT)), "--port", str(self.port)],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
@@ -70,6 +77,7 @@ class StackServer:
                 pytest.fail(f"llama stack server exited with {code} during start-up:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.base_url}/v1/health", timeout=2).status_code == 200:
+                    self.start_seconds.append(round(time.monotonic() - started, 2))
                     return
             except httpx.HTTPError:
                 pass
@@ -107,7 +115,16 @@ def server_env() -> dict[str, str]:
     env["HF_HUB_OFFLINE"] = "1"
     env["TRANSFORMERS_OFFLINE"] = "1"
     # No remote inference in these tests, even if the developer's shell has keys set.
-    for name in ("TOGETHER_API_KEY", "VLLM_URL", "LLAMA_STACK_PORT"):
+    # Nor a Milvus server of the developer's: the remote tests say which one.
+    for name in (
+        "TOGETHER_API_KEY",
+        "VLLM_URL",
+        "LLAMA_STACK_PORT",
+        "MILVUS_URI",
+        "MILVUS_TOKEN",
+        "MILVUS_DB_NAME",
+        "MILVUS_COLLECTION_MODE",
+    ):
         env.pop(name, None)
     return env
 
@@ -117,10 +134,11 @@ def make_server(server_env, tmp_path_factory) -> Iterator[Callable[..., StackSer
     """Factory: make_server() starts a server on a fresh data dir; every server is stopped at session end."""
     servers: list[StackServer] = []
 
-    def make(name: str = "stack") -> StackServer:
+    def make(name: str = "stack", run_yaml: Path = RUN_YAML, env: dict[str, str] | None = None) -> StackServer:
+        """`env` is added to the server environment (e.g. MILVUS_URI for distributions/milvus-remote)."""
         data_dir = tmp_path_factory.mktemp(name)
-        env = dict(server_env, LLAMA_STACK_MILVUS_DIR=str(data_dir))
-        server = StackServer(data_dir, env)
+        server_env_for_this = dict(server_env, LLAMA_STACK_MILVUS_DIR=str(data_dir), **(env or {}))
+        server = StackServer(data_dir, server_env_for_this, run_yaml)
         servers.append(server)
         server.start()
         return server
@@ -136,3 +154,41 @@ def stack_server(make_server) -> Iterator[StackServer]:
     server = make_server("stack")
     yield server
     server.stop()
+
+
+# ------------------------------------------------------------------------------------ real Milvus servers
+
+
+@pytest.fixture(scope="session")
+def measurements(tmp_path_factory) -> Iterator[dict[str, list]]:
+    """Figures measured by the remote tests (server start times, outage detection, recovery): key -> values.
+
+    Written at the end of the session to <pytest basetemp>/remote_measurements.json (CI shows no stdout).
+    """
+    data: dict[str, list] = {}
+    yield data
+    path = tmp_path_factory.getbasetemp() / "remote_measurements.json"
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@pytest.fixture(scope="session")
+def milvus_factory(tmp_path_factory, measurements) -> Iterator[Callable[..., milvus_server.MilvusServer]]:
+    """milvus_factory(kind) -> a running server ("lite" or "standalone") shared by the session;
+    milvus_factory(kind, fresh=True) -> a new one on its own data dir, for tests that stop or restart it
+    (they stop it themselves; whatever still runs is stopped at session end)."""
+    shared: dict[str, milvus_server.MilvusServer] = {}
+    started: list[milvus_server.MilvusServer] = []
+
+    def get(kind: str, fresh: bool = False) -> milvus_server.MilvusServer:
+        if not fresh and kind in shared:
+            return shared[kind]
+        server = milvus_server.start_server(kind, tmp_path_factory.mktemp(f"milvus-{kind}"))
+        measurements.setdefault(f"milvus_{kind}_start_s", []).append(server.started_in_seconds)
+        started.append(server)
+        if not fresh:
+            shared[kind] = server
+        return server
+
+    yield get
+    for server in started:
+        milvus_server.stop_server(server)

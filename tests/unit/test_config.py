@@ -51,3 +51,8 @@ def test_bm25_is_detected_from_the_server_version(version: str, bm25: bool) -> N
     from llama_stack_milvus.vector_io.backend import capabilities_for_version
 
     assert capabilities_for_version(version).bm25 is bm25
+
+
+def test_env_values_typed_as_numbers_stay_text() -> None:
+    config = RemoteMilvusConfig(uri="http://localhost:19530", token=12345, db_name=2024, persistence=PERSISTENCE)
+    assert config.token.get_secret_value() == "12345" and config.db_name == "2024"

@@ -14,7 +14,7 @@ from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from .config import InlineMilvusConfig, RemoteMilvusConfig
-from .errors import MilvusBackendError
+from .errors import MilvusBackendError, MilvusConnectionError
 
 logger = get_logger(name=__name__, category="vector_io::milvus")
 
@@ -83,7 +83,9 @@ def open_remote_backend(config: RemoteMilvusConfig) -> MilvusBackend:
             reason = f"{reason} ({cause()})"
         if config.token:
             reason = reason.replace(config.token.get_secret_value(), "***")
-        raise RuntimeError(f"Cannot connect to Milvus at {config.uri}: {reason}. Check uri and token.") from None
+        raise MilvusConnectionError(
+            f"Cannot connect to Milvus at {config.uri}: {reason}. Check uri and token."
+        ) from None
     capabilities = capabilities_for_version(version)
     logger.info("Connected to Milvus", uri=config.uri, version=version, bm25=capabilities.bm25)
     return MilvusBackend(client, description, capabilities, config.request_timeout_s)

@@ -68,6 +68,12 @@ class RemoteMilvusConfig(MilvusCommonConfig):
     client_pem_path: str | None = Field(default=None, description="two-way TLS: the client certificate")
     client_key_path: str | None = Field(default=None, description="two-way TLS: the client key")
 
+    @field_validator("uri", "token", "db_name", "server_name", mode="before")
+    @classmethod
+    def _keep_as_text(cls, value: Any) -> Any:
+        # The stack turns env values that look like numbers or booleans into them (MILVUS_DB_NAME=2024).
+        return str(value) if isinstance(value, int | float | bool) else value
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for pymilvus' MilvusClient (TLS options pass through unchanged)."""
         tls = ("secure", "server_pem_path", "server_name", "ca_pem_path", "client_pem_path", "client_key_path")

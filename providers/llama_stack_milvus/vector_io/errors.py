@@ -28,6 +28,10 @@ class MilvusBackendError(ProviderError):
     status_code: httpx.codes = httpx.codes.SERVICE_UNAVAILABLE
 
 
+class MilvusConnectionError(RuntimeError):
+    """Milvus cannot be reached or refuses the credentials at start-up."""
+
+
 class MilvusFeatureUnsupportedError(ProviderError):
     """The Milvus backend lacks a feature the request needs (e.g. BM25 on Milvus < 2.5)."""
 

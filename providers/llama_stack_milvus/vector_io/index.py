@@ -8,6 +8,7 @@ can hold thousands of stores and no search crosses stores.
 import asyncio
 import hashlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 from llama_stack.providers.utils.inference.prompt_adapter import interleaved_content_as_str
@@ -15,6 +16,7 @@ from llama_stack.providers.utils.memory.vector_store import RERANKER_TYPE_WEIGHT
 from llama_stack_api import ChunkForDeletion, EmbeddedChunk, QueryChunksResponse
 from numpy.typing import NDArray
 from pymilvus import DataType, Function, FunctionType
+from pymilvus.exceptions import MilvusException
 
 from .backend import MilvusBackend
 from .config import MilvusCommonConfig
@@ -241,14 +243,25 @@ class MilvusIndex(EmbeddingIndex):
         return await self._count()
 
     async def _count(self) -> int:
-        result = await self.backend.run(
+        result = await self._read(
             f"count rows of {self.collection}",
             self.backend.client.query,
-            collection_name=self.collection,
             filter=self._where(),
             output_fields=["count(*)"],
         )
         return int(result[0]["count(*)"])
+
+    async def _read(self, action: str, method: Callable[..., Any], **kwargs: Any) -> Any:
+        """A search or query; a Milvus (Lite) server that restarted has released the collection: load, retry once."""
+        try:
+            return await self.backend.run(action, method, collection_name=self.collection, **kwargs)
+        except MilvusBackendError as e:
+            if not _released(e):
+                raise
+        await self.backend.run(
+            f"reload collection {self.collection}", self.backend.client.load_collection, collection_name=self.collection
+        )
+        return await self.backend.run(action, method, collection_name=self.collection, **kwargs)
 
     async def delete(self) -> None:
         if not await self._collection_exists():
@@ -273,10 +286,9 @@ class MilvusIndex(EmbeddingIndex):
         params: dict[str, Any] = {"metric_type": metric}
         if field == "vector" and uses_hnsw(self.config, self.backend):
             params["params"] = {"ef": max(self.config.hnsw_ef_search, k)}
-        result = await self.backend.run(
+        result = await self._read(
             f"run a {leg} search in {self.collection}",
             self.backend.client.search,
-            collection_name=self.collection,
             data=[data],
             anns_field=field,
             limit=k,
@@ -331,6 +343,13 @@ class MilvusIndex(EmbeddingIndex):
         else:
             fused = reciprocal_rank_fusion(vector_hits, keyword_hits, float(reranker_params.get("impact_factor", 60)))
         return _response(fused[:k], {**keyword_entities, **vector_entities}, score_threshold)
+
+
+def _released(error: MilvusBackendError) -> bool:
+    cause = error.__cause__
+    if not isinstance(cause, MilvusException):
+        return False
+    return cause.code == 101 or "released" in str(cause.message) or "not loaded" in str(cause.message)
 
 
 def _hits(found: list[dict], score_of) -> tuple[Hits, dict[str, dict]]:

@@ -1,0 +1,42 @@
+"""The `milvus-remote` distribution: the embedded distribution with a Milvus server (or Zilliz Cloud) as vector_io.
+
+Everything but vector_io comes from templates/milvus_embedded.py. The stack's own state (registry, files,
+kvstore) lives in its own directory, so it never mixes with a milvus-embedded deployment on the same machine.
+
+Environment: MILVUS_URI (default http://localhost:19530), MILVUS_TOKEN ("user:password" or a Zilliz Cloud API
+key; empty for a server without authorization), MILVUS_DB_NAME (empty: the server's default database),
+MILVUS_COLLECTION_MODE (per_store or shared). The stack turns an empty `${env.X:=}` into None (null), which
+the provider reads as "no token" and "default database".
+"""
+
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/gen_distributions.py loads templates by path
+
+import milvus_embedded as embedded  # noqa: E402
+
+NAME = "milvus-remote"
+STATE_DIR = "${env.LLAMA_STACK_MILVUS_DIR:=~/.llama/distributions/milvus-remote}"
+
+
+def vector_io_providers() -> list[dict[str, Any]]:
+    return [
+        {
+            "provider_id": "milvus",
+            "provider_type": "remote::milvus",
+            "module": "llama_stack_milvus",
+            "config": {
+                "uri": "${env.MILVUS_URI:=http://localhost:19530}",
+                "token": "${env.MILVUS_TOKEN:=}",
+                "db_name": "${env.MILVUS_DB_NAME:=}",
+                "collection_mode": "${env.MILVUS_COLLECTION_MODE:=per_store}",
+                "persistence": {"namespace": "vector_io::milvus_remote", "backend": "kv_default"},
+            },
+        }
+    ]
+
+
+def run_config() -> dict[str, Any]:
+    return embedded.run_config(name=NAME, state_dir=STATE_DIR, vector_io=vector_io_providers())
