@@ -70,7 +70,8 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
         self.kvstore = await kvstore_impl(self.config.persistence)
         self.backend = self._open_backend()
         for raw in await self.kvstore.values_in_range(REGISTRATION_PREFIX, REGISTRATION_PREFIX + "\xff"):
-            self._cache_store(VectorStore.model_validate_json(raw))
+            vector_store = VectorStore.model_validate_json(raw)
+            self.stores[vector_store.identifier] = self._open_store(vector_store)
         await self.initialize_openai_vector_stores()
 
     def _open_backend(self) -> MilvusBackend:
@@ -90,16 +91,14 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
             return HealthResponse(status=HealthStatus.ERROR, message=str(e))
         return HealthResponse(status=HealthStatus.OK)
 
-    def _cache_store(self, vector_store: VectorStore) -> VectorStoreWithIndex:
+    def _open_store(self, vector_store: VectorStore) -> VectorStoreWithIndex:
         index = MilvusIndex(self.backend, vector_store.identifier, vector_store.embedding_dimension, self.config)
-        store = VectorStoreWithIndex(
+        return VectorStoreWithIndex(
             vector_store=vector_store,
             index=index,
             inference_api=self.inference_api,
             vector_stores_config=self.vector_stores_config,
         )
-        self.stores[vector_store.identifier] = store
-        return store
 
     def _store(self, vector_store_id: str) -> VectorStoreWithIndex:
         store = self.stores.get(vector_store_id)
@@ -108,9 +107,10 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
         return store
 
     async def register_vector_store(self, vector_store: VectorStore) -> None:
-        store = self._cache_store(vector_store)
+        store = self._open_store(vector_store)
         await store.index.create()
         await self.kvstore.set(REGISTRATION_PREFIX + vector_store.identifier, vector_store.model_dump_json())
+        self.stores[vector_store.identifier] = store
 
     async def unregister_vector_store(self, vector_store_id: str) -> None:
         store = self.stores.pop(vector_store_id, None)
