@@ -1,0 +1,243 @@
+"""Shared by the bench scripts: BEIR loading, the cached all-MiniLM-L6-v2 embeddings, and a `llama stack run` server."""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_YAML = ROOT / "distributions" / "milvus-embedded" / "run.yaml"
+EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDING_DIMENSION = 384
+THREADS = 2  # the machines here have 2 cores shared with other jobs
+
+
+# ----------------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class BeirSet:
+    folder: Path
+    corpus: dict[str, dict]  # id -> {"title", "text"}, in file order
+    queries: dict[str, str]  # id -> text, only queries that have judgments
+    qrels: dict[str, set[str]] = field(default_factory=dict)  # query id -> relevant passage ids (score > 0)
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return list(self.corpus)
+
+
+def load_beir(folder: Path, split: str = "test") -> BeirSet:
+    corpus = {}
+    with (folder / "corpus.jsonl").open() as f:
+        for line in f:
+            doc = json.loads(line)
+            corpus[str(doc["_id"])] = {"title": doc.get("title", ""), "text": doc["text"]}
+    qrels: dict[str, set[str]] = {}
+    with (folder / "qrels" / f"{split}.tsv").open() as f:
+        for n, line in enumerate(f):
+            parts = line.rstrip("\n").split("\t")
+            if n == 0 and not parts[-1].lstrip("-").isdigit():
+                continue  # header
+            if int(parts[2]) > 0:
+                qrels.setdefault(parts[0], set()).add(parts[1])
+    queries = {}
+    with (folder / "queries.jsonl").open() as f:
+        for line in f:
+            query = json.loads(line)
+            if str(query["_id"]) in qrels:
+                queries[str(query["_id"])] = query["text"]
+    return BeirSet(folder, corpus, queries, qrels)
+
+
+def file_digest(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------- embeddings
+
+
+def cache_root() -> Path:
+    from llama_stack_milvus.offline import default_cache_root
+
+    return default_cache_root() / "bench"
+
+
+_model = None
+
+
+def embedding_model():
+    """all-MiniLM-L6-v2 as the stack's sentence-transformers provider loads it (packaged weights, offline)."""
+    global _model
+    if _model is None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        from llama_stack_milvus.offline import ensure_embedding_model
+
+        torch.set_num_threads(min(THREADS, torch.get_num_threads()))
+        ensure_embedding_model()
+        _model = SentenceTransformer(EMBEDDING_MODEL, device="cpu")
+    return _model
+
+
+def embed(texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    vectors = embedding_model().encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress
+    )
+    return vectors.astype(np.float32)
+
+
+def cached_embeddings(key: str, texts: list[str], label: str, cache: Path | None = None) -> np.ndarray:
+    """Embeds `texts` once; later runs load <cache>/<key>.npy (the key should hash the source file and recipe)."""
+    path = (cache or cache_root()) / f"{key}.npy"
+    if path.exists():
+        vectors = np.load(path)
+        if vectors.shape == (len(texts), EMBEDDING_DIMENSION):
+            print(f"{label}: {len(texts)} embeddings from {path}", file=sys.stderr)
+            return vectors
+    print(f"{label}: embedding {len(texts)} texts with {EMBEDDING_MODEL} ({THREADS} threads) ...", file=sys.stderr)
+    started = time.perf_counter()
+    vectors = embed(texts, progress=sys.stderr.isatty())
+    elapsed = time.perf_counter() - started
+    print(
+        f"{label}: {len(texts)} embeddings in {elapsed:.0f} s ({len(texts) / elapsed:.1f}/s) -> {path}", file=sys.stderr
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, vectors)
+    tmp.replace(path)
+    return vectors
+
+
+# ----------------------------------------------------------------------------------------------- the server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(data_dir: Path) -> dict[str, str]:
+    """The environment the integration tests give a server: offline model and tokenizer, no remote providers."""
+    from llama_stack_milvus.offline import ensure_embedding_model, ensure_tiktoken_cache
+
+    env = dict(os.environ)
+    env["TIKTOKEN_CACHE_DIR"] = str(ensure_tiktoken_cache())
+    ensure_embedding_model()
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", LLAMA_STACK_MILVUS_DIR=str(data_dir))
+    env.setdefault("OMP_NUM_THREADS", str(THREADS))
+    for name in ("TOGETHER_API_KEY", "VLLM_URL", "LLAMA_STACK_PORT", "MILVUS_URI", "MILVUS_TOKEN", "MILVUS_DB_NAME"):
+        env.pop(name, None)
+    return env
+
+
+def run_yaml_without_module(target: Path, source: Path = RUN_YAML) -> Path:
+    """The same distribution served by Llama Stack's BUILT-IN provider: the `module:` line removed."""
+    lines = [
+        line for line in source.read_text().splitlines(keepends=True) if line.strip() != "module: llama_stack_milvus"
+    ]
+    if len(lines) == len(source.read_text().splitlines()):
+        raise RuntimeError(f"{source} has no `module: llama_stack_milvus` line")
+    target.write_text("".join(lines))
+    return target
+
+
+def run_yaml_with_settings(target: Path, settings: dict[str, str], source: Path = RUN_YAML) -> Path:
+    """The distribution with extra keys in OUR provider's config (e.g. hnsw_ef_search: 512), for experiments."""
+    lines = source.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.strip() == "module: llama_stack_milvus")
+    if lines[at + 1].strip() != "config:":
+        raise RuntimeError(f"{source}: expected `config:` after the module line")
+    indent = " " * (len(lines[at + 1]) - len(lines[at + 1].lstrip()) + 2)
+    extra = [f"{indent}{key}: {value}\n" for key, value in settings.items()]
+    target.write_text("".join(lines[: at + 2] + extra + lines[at + 2 :]))
+    return target
+
+
+class StackServer:
+    """`llama stack run CONFIG --port P` on its own data directory; a context manager."""
+
+    def __init__(self, run_yaml: Path, data_dir: Path, start_timeout: float = 180):
+        self.run_yaml = run_yaml
+        self.data_dir = data_dir
+        self.start_timeout = start_timeout
+        self.log_path = data_dir / "server.log"
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self.start_seconds = 0.0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_since(self, offset: int) -> str:
+        with self.log_path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def __enter__(self) -> "StackServer":
+        import httpx
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        llama = Path(sys.executable).parent / "llama"
+        started = time.monotonic()
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(
+                [str(llama), "stack", "run", str(self.run_yaml), "--port", str(self.port)],
+                cwd=ROOT,
+                env=server_env(self.data_dir),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama stack run exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() - started > self.start_timeout:
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"server not healthy after {self.start_timeout} s:\n{self.log_tail()}")
+            time.sleep(0.5)
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

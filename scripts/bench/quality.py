@@ -1,0 +1,433 @@
+"""Retrieval quality through the stack's search API: nDCG@10, Recall@10, MRR@10 on a BEIR-format set.
+
+    .venv/bin/python scripts/bench/quality.py [--data DIR] [--builtin]
+
+--data is any BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv); the default is ../shared/data/pyfaq
+(rebuild it with scripts/bench/build_pyfaq.py). The corpus is embedded once with all-MiniLM-L6-v2 (cached as .npy
+under ~/.cache/llama-stack-milvus/bench, keyed by a hash of the corpus file), then:
+- baselines in-process on the same embeddings: brute-force numpy cosine, BM25 (bm25s, Snowball stemming and
+  English stop words), and plain reciprocal-rank fusion of the two (k=60);
+- the milvus-embedded distribution is started (`llama stack run`, a fresh data dir), one vector store is
+  created, the passages are inserted as chunks WITH their embeddings through `vector_io.insert`, and every
+  query goes through `vector_stores.search` (max_num_results=10) in vector, keyword, hybrid rrf (several k)
+  and hybrid weighted (several alpha) modes;
+- with --builtin, the same against Llama Stack's BUILT-IN inline::milvus provider (the same run.yaml without
+  `module: llama_stack_milvus`). A mode that fails there is recorded with its error text, not a number.
+Prints a table (with the difference to brute force) and writes results/quality_<set>.json and .png.
+"""
+
+import argparse
+import json
+import logging
+import math
+import platform
+import re
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as common  # noqa: E402
+
+K = 10
+DEFAULT_DATA = common.ROOT.parent / "shared" / "data" / "pyfaq"
+RESULTS = Path(__file__).resolve().parent / "results"
+RRF_KS = (10, 30, 60)
+ALPHAS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+BASELINE_RRF_K = 60
+# How deep each list goes into the plain RRF baselines: 100, and the stack's own over-fetch (max_num_results x
+# chunk_multiplier = 10 x 5), which makes that baseline the in-process twin of `hybrid rrf k=60`.
+BASELINE_DEPTHS = (100, 50)
+INSERT_BATCH = 500
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+
+
+def metrics(rankings: dict[str, list[str]], qrels: dict[str, set[str]], k: int = K) -> dict[str, float]:
+    """Binary-relevance nDCG@k, Recall@k and MRR@k averaged over every judged query (a missing ranking scores 0)."""
+    ndcg = recall = mrr = 0.0
+    for query_id, relevant in qrels.items():
+        ranked = list(dict.fromkeys(rankings.get(query_id, [])))[:k]  # first occurrence of each id
+        gains = [1.0 if doc in relevant else 0.0 for doc in ranked]
+        dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
+        ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(relevant), k)))
+        ndcg += dcg / ideal
+        recall += sum(gains) / len(relevant)
+        mrr += next((1.0 / (i + 1) for i, g in enumerate(gains) if g), 0.0)
+    n = len(qrels)
+    return {"ndcg@10": ndcg / n, "recall@10": recall / n, "mrr@10": mrr / n}
+
+
+# -------------------------------------------------------------------------------------------------- baselines
+
+
+def passage_text(doc: dict, fields: str) -> str:
+    """What is embedded, indexed by BM25 and stored as the chunk content. BEIR's convention (and the one the
+    published pyfaq baselines use) is the title, a space, then the text."""
+    if fields == "text" or not doc["title"]:
+        return doc["text"]
+    return f"{doc['title']} {doc['text']}"
+
+
+def dense_rankings(query_ids, query_vectors, doc_ids, doc_vectors, depth: int) -> dict[str, list[str]]:
+    scores = query_vectors @ doc_vectors.T  # both L2-normalised: cosine
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+    return {q: [doc_ids[j] for j in row] for q, row in zip(query_ids, top, strict=True)}
+
+
+def bm25_rankings(query_ids, query_texts, doc_ids, doc_texts, depth: int) -> dict[str, list[str]]:
+    import bm25s
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer("english")
+    retriever = bm25s.BM25()
+    retriever.index(
+        bm25s.tokenize(doc_texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
+    )
+    tokens = bm25s.tokenize(query_texts, stopwords="en", stemmer=stemmer, show_progress=False)
+    found, scores = retriever.retrieve(tokens, k=depth, show_progress=False, n_threads=1)
+    rankings = {}
+    for q, row, row_scores in zip(query_ids, found, scores, strict=True):
+        rankings[q] = [doc_ids[j] for j, s in zip(row, row_scores, strict=True) if s > 0]
+    return rankings
+
+
+def rrf(lists: list[list[str]], k: float) -> list[str]:
+    fused: dict[str, float] = {}
+    for ranking in lists:
+        for rank, doc in enumerate(ranking, start=1):
+            fused[doc] = fused.get(doc, 0.0) + 1.0 / (k + rank)
+    # Ties (a passage at rank r in one list only, another at rank r in the other only) are common and move
+    # nDCG@10 by about 0.01 depending on which wins: break them by passage id, as the provider does.
+    return sorted(fused, key=lambda doc: (-fused[doc], doc))
+
+
+# ------------------------------------------------------------------------------------------- through the stack
+
+
+def stack_configs() -> list[tuple[str, dict]]:
+    configs = [("vector", {"search_mode": "vector"}), ("keyword", {"search_mode": "keyword"})]
+    for k in RRF_KS:
+        configs.append(
+            (f"hybrid rrf k={k}", {"search_mode": "hybrid", "ranking_options": {"ranker": "rrf", "impact_factor": k}})
+        )
+    for alpha in ALPHAS:
+        configs.append(
+            (
+                f"hybrid weighted a={alpha}",
+                {"search_mode": "hybrid", "ranking_options": {"ranker": "weighted", "alpha": alpha}},
+            )
+        )
+    return configs
+
+
+def error_text(error: Exception) -> str:
+    body = getattr(error, "body", None)
+    detail = json.dumps(body)[:400] if body else str(error)[:400]
+    status = getattr(error, "status_code", None)
+    return f"HTTP {status}: {detail}" if status else f"{type(error).__name__}: {detail}"
+
+
+def log_errors(text: str, limit: int = 3) -> list[str]:
+    """Distinct error lines of a server log (timestamps dropped, each with the two lines after it)."""
+    lines = text.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if "error" in line.lower() or line.startswith("Traceback"):
+            joined = " ".join(part.strip() for part in lines[i : i + 3])
+            found.append(re.sub(r"^\d{4}-\d\d-\d\d [\d:,.]+ ", "", joined)[:500])
+    return list(dict.fromkeys(found))[:limit]
+
+
+def run_stack(
+    label: str, run_yaml: Path, data, doc_ids, doc_texts, doc_vectors, batch: int, only: str | None = None
+) -> dict:
+    from llama_stack_client import LlamaStackClient
+
+    result: dict = {"configs": {}}
+    with tempfile.TemporaryDirectory(prefix=f"quality-{label}-") as tmp:
+        with common.StackServer(run_yaml, Path(tmp)) as server:
+            result["server_start_s"] = round(server.start_seconds, 1)
+            print(f"[{label}] server up in {server.start_seconds:.0f} s on {server.base_url}", file=sys.stderr)
+            client = LlamaStackClient(base_url=server.base_url, timeout=900, max_retries=0)
+            store = client.vector_stores.create(name=f"quality-{data.folder.name}")
+            started = time.perf_counter()
+            for start in range(0, len(doc_ids), batch):
+                client.vector_io.insert(
+                    vector_store_id=store.id,
+                    chunks=[
+                        {
+                            "content": doc_texts[i],
+                            "chunk_id": doc_ids[i],
+                            "metadata": {"document_id": doc_ids[i]},
+                            "chunk_metadata": {"chunk_id": doc_ids[i], "document_id": doc_ids[i]},
+                            "embedding": doc_vectors[i].tolist(),
+                            "embedding_model": common.EMBEDDING_MODEL,
+                            "embedding_dimension": common.EMBEDDING_DIMENSION,
+                        }
+                        for i in range(start, min(start + batch, len(doc_ids)))
+                    ],
+                )
+            result["insert_s"] = round(time.perf_counter() - started, 1)
+            print(f"[{label}] inserted {len(doc_ids)} chunks in {result['insert_s']} s", file=sys.stderr)
+            try:  # warm-up, not timed: the server loads the embedding model on its first query
+                client.vector_stores.search(vector_store_id=store.id, query="warm-up", max_num_results=K)
+            except Exception as error:  # noqa: BLE001
+                print(f"[{label}] warm-up search failed: {error_text(error)}", file=sys.stderr)
+            vector_rankings: dict = {}
+            for name, request in stack_configs():
+                if only and only not in name:
+                    continue
+                log_offset = server.log_size()
+                rankings, errors, empty = {}, [], 0
+                started = time.perf_counter()
+                for query_id, text in data.queries.items():
+                    try:
+                        page = client.vector_stores.search(
+                            vector_store_id=store.id, query=text, max_num_results=K, **request
+                        )
+                    except Exception as error:  # noqa: BLE001 - recorded, the run goes on
+                        errors.append(error_text(error))
+                        continue
+                    rankings[query_id] = [
+                        str((hit.attributes or {}).get("document_id") or hit.file_id) for hit in page.data
+                    ]
+                    empty += not page.data
+                elapsed = time.perf_counter() - started
+                entry: dict = {"request": request, "ms_per_query": round(1000 * elapsed / len(data.queries), 1)}
+                answered = len(data.queries) - len(errors)
+                logged = log_errors(server.log_since(log_offset))
+                if errors:
+                    entry["error"] = f"{len(errors)}/{len(data.queries)} queries failed: {errors[0]}"
+                if answered and empty == answered:
+                    entry["error"] = (
+                        entry.get("error", "") + f" {empty} queries answered 200 with NO results; "
+                        f"server log: {' | '.join(logged) or '(nothing logged)'}"
+                    ).strip()
+                elif answered:
+                    entry.update(metrics(rankings, data.qrels))
+                if logged:
+                    entry["server_log_errors"] = logged
+                if request["search_mode"] == "vector":
+                    vector_rankings = rankings
+                elif request["search_mode"] == "hybrid" and rankings and rankings == vector_rankings:
+                    entry["note"] = "same ranking as vector mode for every query: the keyword leg added nothing"
+                result["configs"][name] = entry
+                shown = f"nDCG@10 {entry['ndcg@10']:.4f}" if "ndcg@10" in entry else f"ERROR {entry['error'][:150]}"
+                print(f"[{label}] {name:24} {shown}  ({entry['ms_per_query']} ms/query)", file=sys.stderr)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------ output
+
+
+def table(results: dict) -> str:
+    brute = results["baselines"]["brute-force cosine"]["ndcg@10"]
+    rows = [("system", "mode", "nDCG@10", "Recall@10", "MRR@10", "dNDCG", "ms/q")]
+    for name, entry in results["baselines"].items():
+        rows.append(("baseline", name, *fmt(entry, brute), "-"))
+    for system in ("ours", "builtin"):
+        for name, entry in results.get(system, {}).get("configs", {}).items():
+            if "ndcg@10" in entry:
+                rows.append((system, name, *fmt(entry, brute), f"{entry['ms_per_query']:.0f}"))
+            else:
+                rows.append((system, name, "ERROR", "", "", "", f"{entry['ms_per_query']:.0f}"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            str(cell).ljust(w) if i < 2 else str(cell).rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    for system in ("ours", "builtin"):
+        for name, entry in results.get(system, {}).get("configs", {}).items():
+            if "error" in entry:
+                lines.append(f"{system} {name}: ERROR {entry['error']}")
+            elif "note" in entry:
+                lines.append(f"{system} {name}: {entry['note']}")
+    return "\n".join(lines)
+
+
+def fmt(entry: dict, brute: float) -> tuple[str, str, str, str]:
+    return (
+        f"{entry['ndcg@10']:.4f}",
+        f"{entry['recall@10']:.4f}",
+        f"{entry['mrr@10']:.4f}",
+        f"{entry['ndcg@10'] - brute:+.4f}",
+    )
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, values, colors = [], [], []
+    palette = {"baseline": "#888888", "ours": "#1f77b4", "builtin": "#ff7f0e"}
+    for name, entry in results["baselines"].items():
+        labels.append(f"baseline: {name}")
+        values.append(entry["ndcg@10"])
+        colors.append(palette["baseline"])
+    for system in ("ours", "builtin"):
+        for name, entry in results.get(system, {}).get("configs", {}).items():
+            labels.append(f"{system}: {name}" + ("" if "ndcg@10" in entry else " (ERROR)"))
+            values.append(entry.get("ndcg@10", 0.0))
+            colors.append(palette[system])
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(labels) + 1.4))
+    y = np.arange(len(labels))
+    ax.barh(y, values, color=colors)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    brute = results["baselines"]["brute-force cosine"]["ndcg@10"]
+    ax.axvline(brute, color="black", linestyle="--", linewidth=1, label=f"brute-force cosine {brute:.4f}")
+    for yi, v in zip(y, values, strict=True):
+        ax.text(v + 0.003, yi, f"{v:.3f}", va="center", fontsize=7)
+    ax.set_xlabel("nDCG@10")
+    ax.set_xlim(0, max(values) * 1.12)
+    ax.set_title(
+        f"Retrieval quality on {results['data']['name']} ({results['data']['queries']} queries), all-MiniLM-L6-v2",
+        fontsize=10,
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def versions() -> dict[str, str]:
+    names = ("llama_stack", "llama_stack_client", "pymilvus", "milvus-lite", "sentence-transformers", "torch", "bm25s")
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA if DEFAULT_DATA.exists() else None,
+        help=f"a BEIR-format folder (default {DEFAULT_DATA})",
+    )
+    parser.add_argument("--builtin", action="store_true", help="also run Llama Stack's built-in milvus provider")
+    parser.add_argument("--no-ours", action="store_true", help="skip our provider (with --builtin: only the built-in)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and PNG go")
+    parser.add_argument("--batch", type=int, default=INSERT_BATCH, help="chunks per vector_io.insert request")
+    parser.add_argument("--cache", type=Path, help="embedding cache folder (default ~/.cache/llama-stack-milvus/bench)")
+    parser.add_argument(
+        "--fields",
+        choices=("title+text", "text"),
+        default="title+text",
+        help="what a passage is made of (default: title, a space, then the text)",
+    )
+    parser.add_argument("--queries", type=int, help="only the first N judged queries (a quick smoke run)")
+    parser.add_argument("--only", help="only the stack modes whose name contains this (e.g. 'vector', 'weighted')")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra key in our provider's config for this run (e.g. hnsw_ef_search=512); repeatable",
+    )
+    args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.data is None:
+        parser.error("--data is required (no ../shared/data/pyfaq next to the repo)")
+    began = time.perf_counter()
+    data = common.load_beir(args.data)
+    doc_ids = data.doc_ids
+    doc_texts = [passage_text(data.corpus[d], args.fields) for d in doc_ids]
+    if args.queries:
+        data.queries = dict(list(data.queries.items())[: args.queries])
+        data.qrels = {q: data.qrels[q] for q in data.queries}
+    query_ids = list(data.queries)
+    query_texts = [data.queries[q] for q in query_ids]
+    print(
+        f"{args.data}: {len(doc_ids)} passages, {len(query_ids)} judged queries, "
+        f"{sum(map(len, data.qrels.values()))} judgments",
+        file=sys.stderr,
+    )
+
+    corpus_key = common.file_digest(args.data / "corpus.jsonl")
+    doc_vectors = common.cached_embeddings(f"corpus-{corpus_key}-{args.fields}", doc_texts, "corpus", args.cache)
+    query_key = common.file_digest(args.data / "queries.jsonl")
+    query_vectors = common.cached_embeddings(
+        f"queries-{query_key}-{len(query_texts)}", query_texts, "queries", args.cache
+    )
+
+    depth = min(max(BASELINE_DEPTHS), len(doc_ids))
+    dense = dense_rankings(query_ids, query_vectors, doc_ids, doc_vectors, depth)
+    bm25 = bm25_rankings(query_ids, query_texts, doc_ids, doc_texts, depth)
+    results: dict = {
+        "data": {
+            "path": str(args.data.resolve()),
+            "name": args.data.resolve().name,
+            "passages": len(doc_ids),
+            "queries": len(query_ids),
+            "judgments": sum(map(len, data.qrels.values())),
+            "corpus_sha256_16": corpus_key,
+            "fields": args.fields,
+        },
+        "k": K,
+        "baselines": {
+            "brute-force cosine": metrics(dense, data.qrels),
+            "BM25 (bm25s)": metrics(bm25, data.qrels),
+            **{
+                f"RRF(BM25, dense) k={BASELINE_RRF_K} top{n}": metrics(
+                    {q: rrf([dense[q][:n], bm25.get(q, [])[:n]], BASELINE_RRF_K) for q in query_ids}, data.qrels
+                )
+                for n in BASELINE_DEPTHS
+            },
+        },
+        "versions": versions(),
+    }
+    for name, entry in results["baselines"].items():
+        print(f"[baseline] {name:24} nDCG@10 {entry['ndcg@10']:.4f}", file=sys.stderr)
+
+    settings = dict(item.split("=", 1) for item in args.set)
+    with tempfile.TemporaryDirectory(prefix="quality-yaml-") as tmp:
+        ours_yaml = common.run_yaml_with_settings(Path(tmp) / "ours.yaml", settings) if settings else common.RUN_YAML
+        systems = [] if args.no_ours else [("ours", ours_yaml)]
+        if settings:
+            results["ours_settings"] = settings
+        if args.builtin:
+            systems.append(("builtin", common.run_yaml_without_module(Path(tmp) / "run.yaml")))
+        for label, run_yaml in systems:
+            try:
+                results[label] = run_stack(
+                    label, run_yaml, data, doc_ids, doc_texts, doc_vectors, args.batch, args.only
+                )
+            except Exception as error:  # noqa: BLE001 - a provider that cannot even ingest is a result too
+                results[label] = {"error": error_text(error), "configs": {}}
+                print(f"[{label}] FAILED: {error_text(error)}", file=sys.stderr)
+
+    results["total_s"] = round(time.perf_counter() - began, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"quality_{results['data']['name']}" + "".join(
+        "_" + re.sub(r"[^A-Za-z0-9.]+", "-", f"{key}-{value}") for key, value in settings.items()
+    )
+    if args.only or args.queries:
+        stem += "_partial"
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.out / f"{stem}.png")
+    print(table(results))
+    for label in ("ours", "builtin"):
+        if results.get(label, {}).get("error"):
+            print(f"{label}: FAILED before searching: {results[label]['error']}")
+    print(f"wrote {args.out / stem}.json and .png in {results['total_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
