@@ -135,12 +135,12 @@ def error_text(error: Exception) -> str:
 
 
 def log_errors(text: str, limit: int = 3) -> list[str]:
-    """Distinct error lines of a server log (timestamps dropped, each with the two lines after it)."""
+    """Distinct error lines of a server log (timestamps dropped, each with the line after it)."""
     lines = text.splitlines()
     found = []
     for i, line in enumerate(lines):
-        if "error" in line.lower() or line.startswith("Traceback"):
-            joined = " ".join(part.strip() for part in lines[i : i + 3])
+        if "error" in line.lower() and "Traceback" not in line:
+            joined = " ".join(part.strip() for part in lines[i : i + 2])
             found.append(re.sub(r"^\d{4}-\d\d-\d\d [\d:,.]+ ", "", joined)[:500])
     return list(dict.fromkeys(found))[:limit]
 
@@ -278,7 +278,8 @@ def plot(results: dict, path: Path) -> None:
         colors.append(palette["baseline"])
     for system in ("ours", "builtin"):
         for name, entry in results.get(system, {}).get("configs", {}).items():
-            labels.append(f"{system}: {name}" + ("" if "ndcg@10" in entry else " (ERROR)"))
+            suffix = " (ERROR)" if "ndcg@10" not in entry else " (= vector)" if "note" in entry else ""
+            labels.append(f"{system}: {name}{suffix}")
             values.append(entry.get("ndcg@10", 0.0))
             colors.append(palette[system])
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(labels) + 1.4))
