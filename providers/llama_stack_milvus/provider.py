@@ -1,4 +1,5 @@
-"""Entry point for `module: llama_stack_milvus`: specs that replace the built-in inline:: and remote::milvus."""
+"""Entry point for `module: llama_stack_milvus`: our inline:: and remote::milvus (they replace the built-in ones)
+and inline::onnx-embeddings."""
 
 from llama_stack_api import Api, InlineProviderSpec, ProviderSpec
 
@@ -29,5 +30,13 @@ def get_provider_spec() -> list[ProviderSpec]:
             api_dependencies=[Api.inference],
             optional_api_dependencies=[Api.files],
             description="A Milvus server or Zilliz Cloud as the vector store, by llama-stack-milvus.",
+        ),
+        InlineProviderSpec(
+            api=Api.inference,
+            provider_type="inline::onnx-embeddings",
+            pip_packages=PIP_PACKAGES,
+            module="llama_stack_milvus.embeddings",
+            config_class="llama_stack_milvus.embeddings.config.OnnxEmbeddingsConfig",
+            description="all-MiniLM-L6-v2 embeddings through ONNX Runtime (int8), by llama-stack-milvus.",
         ),
     ]

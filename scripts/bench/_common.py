@@ -15,7 +15,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_YAML = ROOT / "distributions" / "milvus-embedded" / "run.yaml"
+MODULE = "llama_stack_milvus"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# The stack's model id for each in-process embedder; a store must embed queries with the model of its chunks.
+STACK_MODEL_IDS = {"torch": EMBEDDING_MODEL, "onnx": "onnx/all-MiniLM-L6-v2-int8"}
 EMBEDDING_DIMENSION = 384
 THREADS = 2  # the machines here have 2 cores shared with other jobs
 
@@ -76,13 +79,14 @@ def cache_root() -> Path:
     return default_cache_root() / "bench"
 
 
-_model = None
+_torch_model = None
+_onnx_encoder = None
 
 
-def embedding_model():
+def torch_model():
     """all-MiniLM-L6-v2 as the stack's sentence-transformers provider loads it (packaged weights, offline)."""
-    global _model
-    if _model is None:
+    global _torch_model
+    if _torch_model is None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
@@ -92,28 +96,46 @@ def embedding_model():
 
         torch.set_num_threads(min(THREADS, torch.get_num_threads()))
         ensure_embedding_model()
-        _model = SentenceTransformer(EMBEDDING_MODEL, device="cpu")
-    return _model
+        _torch_model = SentenceTransformer(EMBEDDING_MODEL, device="cpu")
+    return _torch_model
 
 
-def embed(texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-    vectors = embedding_model().encode(
+def onnx_encoder():
+    """The int8 ONNX export our inline::onnx-embeddings provider serves, loaded the same way."""
+    global _onnx_encoder
+    if _onnx_encoder is None:
+        from llama_stack_milvus.embeddings.encoder import OnnxEncoder
+        from llama_stack_milvus.embeddings.export import ensure_onnx_model
+
+        _onnx_encoder = OnnxEncoder(ensure_onnx_model(), intra_op_threads=THREADS)
+    return _onnx_encoder
+
+
+def embed(texts: list[str], embedder: str = "torch", batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    if embedder == "onnx":
+        return onnx_encoder().encode(texts)
+    vectors = torch_model().encode(
         texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress
     )
     return vectors.astype(np.float32)
 
 
-def cached_embeddings(key: str, texts: list[str], label: str, cache: Path | None = None) -> np.ndarray:
+def cached_embeddings(
+    key: str, texts: list[str], label: str, cache: Path | None = None, embedder: str = "torch"
+) -> np.ndarray:
     """Embeds `texts` once; later runs load <cache>/<key>.npy (the key should hash the source file and recipe)."""
-    path = (cache or cache_root()) / f"{key}.npy"
+    path = (cache or cache_root()) / (f"{key}.npy" if embedder == "torch" else f"{key}-{embedder}.npy")
     if path.exists():
         vectors = np.load(path)
         if vectors.shape == (len(texts), EMBEDDING_DIMENSION):
             print(f"{label}: {len(texts)} embeddings from {path}", file=sys.stderr)
             return vectors
-    print(f"{label}: embedding {len(texts)} texts with {EMBEDDING_MODEL} ({THREADS} threads) ...", file=sys.stderr)
+    print(
+        f"{label}: embedding {len(texts)} texts with {STACK_MODEL_IDS[embedder]} ({THREADS} threads) ...",
+        file=sys.stderr,
+    )
     started = time.perf_counter()
-    vectors = embed(texts, progress=sys.stderr.isatty())
+    vectors = embed(texts, embedder, progress=sys.stderr.isatty())
     elapsed = time.perf_counter() - started
     print(
         f"{label}: {len(texts)} embeddings in {elapsed:.0f} s ({len(texts) / elapsed:.1f}/s) -> {path}", file=sys.stderr
@@ -149,25 +171,39 @@ def server_env(data_dir: Path) -> dict[str, str]:
 
 
 def run_yaml_without_module(target: Path, source: Path = RUN_YAML) -> Path:
-    """The same distribution served by Llama Stack's BUILT-IN provider: the `module:` line removed."""
-    lines = [
-        line for line in source.read_text().splitlines(keepends=True) if line.strip() != "module: llama_stack_milvus"
-    ]
-    if len(lines) == len(source.read_text().splitlines()):
-        raise RuntimeError(f"{source} has no `module: llama_stack_milvus` line")
-    target.write_text("".join(lines))
+    """The same distribution served by stock Llama Stack: the BUILT-IN milvus provider (our `module:` removed) and,
+    since our ONNX embedding provider has no built-in counterpart, sentence-transformers as the default model."""
+    import yaml
+
+    config = yaml.safe_load(source.read_text())
+    ours = [p for providers in config["providers"].values() for p in providers if p.get("module") == MODULE]
+    if not ours:
+        raise RuntimeError(f"{source} uses no provider of module {MODULE}")
+    for vector_io in config["providers"]["vector_io"]:
+        vector_io.pop("module", None)
+    dropped = {p["provider_id"] for p in config["providers"]["inference"] if p.get("module") == MODULE}
+    config["providers"]["inference"] = [p for p in config["providers"]["inference"] if p.get("module") != MODULE]
+    models = config["registered_resources"]["models"]
+    config["registered_resources"]["models"] = [m for m in models if m["provider_id"] not in dropped]
+    provider_id, model_id = EMBEDDING_MODEL.split("/", 1)
+    config["vector_stores"]["default_embedding_model"].update(provider_id=provider_id, model_id=model_id)
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
     return target
 
 
-def run_yaml_with_settings(target: Path, settings: dict[str, str], source: Path = RUN_YAML) -> Path:
-    """The distribution with extra keys in OUR provider's config (e.g. hnsw_ef_search: 512), for experiments."""
-    lines = source.read_text().splitlines(keepends=True)
-    at = next(i for i, line in enumerate(lines) if line.strip() == "module: llama_stack_milvus")
-    if lines[at + 1].strip() != "config:":
-        raise RuntimeError(f"{source}: expected `config:` after the module line")
-    indent = " " * (len(lines[at + 1]) - len(lines[at + 1].lstrip()) + 2)
-    extra = [f"{indent}{key}: {value}\n" for key, value in settings.items()]
-    target.write_text("".join(lines[: at + 2] + extra + lines[at + 2 :]))
+def run_yaml_with_settings(
+    target: Path, settings: dict[str, str] | None = None, embedder: str = "onnx", source: Path = RUN_YAML
+) -> Path:
+    """The distribution with extra keys in OUR vector_io provider's config (e.g. hnsw_ef_search: 512) and the given
+    default embedding model, for experiments."""
+    import yaml
+
+    config = yaml.safe_load(source.read_text())
+    for vector_io in config["providers"]["vector_io"]:
+        vector_io["config"].update(settings or {})
+    provider_id, model_id = STACK_MODEL_IDS[embedder].split("/", 1)
+    config["vector_stores"]["default_embedding_model"].update(provider_id=provider_id, model_id=model_id)
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
     return target
 
 

@@ -146,7 +146,15 @@ def log_errors(text: str, limit: int = 3) -> list[str]:
 
 
 def run_stack(
-    label: str, run_yaml: Path, data, doc_ids, doc_texts, doc_vectors, batch: int, only: str | None = None
+    label: str,
+    run_yaml: Path,
+    data,
+    doc_ids,
+    doc_texts,
+    doc_vectors,
+    batch: int,
+    only: str | None = None,
+    embedder: str = "torch",
 ) -> dict:
     from llama_stack_client import LlamaStackClient
 
@@ -168,7 +176,7 @@ def run_stack(
                             "metadata": {"document_id": doc_ids[i]},
                             "chunk_metadata": {"chunk_id": doc_ids[i], "document_id": doc_ids[i]},
                             "embedding": doc_vectors[i].tolist(),
-                            "embedding_model": common.EMBEDDING_MODEL,
+                            "embedding_model": common.STACK_MODEL_IDS[embedder],
                             "embedding_dimension": common.EMBEDDING_DIMENSION,
                         }
                         for i in range(start, min(start + batch, len(doc_ids)))
@@ -333,6 +341,12 @@ def main() -> None:
         default="title+text",
         help="what a passage is made of (default: title, a space, then the text)",
     )
+    parser.add_argument(
+        "--embedder",
+        choices=sorted(common.STACK_MODEL_IDS),
+        default="onnx",
+        help="the embedding model of our stores and the brute-force baseline (the built-in always uses torch)",
+    )
     parser.add_argument("--queries", type=int, help="only the first N judged queries (a quick smoke run)")
     parser.add_argument("--only", help="only the stack modes whose name contains this (e.g. 'vector', 'weighted')")
     parser.add_argument(
@@ -362,11 +376,17 @@ def main() -> None:
     )
 
     corpus_key = common.file_digest(args.data / "corpus.jsonl")
-    doc_vectors = common.cached_embeddings(f"corpus-{corpus_key}-{args.fields}", doc_texts, "corpus", args.cache)
     query_key = common.file_digest(args.data / "queries.jsonl")
-    query_vectors = common.cached_embeddings(
-        f"queries-{query_key}-{len(query_texts)}", query_texts, "queries", args.cache
-    )
+
+    def vectors(embedder: str) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            common.cached_embeddings(f"corpus-{corpus_key}-{args.fields}", doc_texts, "corpus", args.cache, embedder),
+            common.cached_embeddings(
+                f"queries-{query_key}-{len(query_texts)}", query_texts, "queries", args.cache, embedder
+            ),
+        )
+
+    doc_vectors, query_vectors = vectors(args.embedder)
 
     depth = min(max(BASELINE_DEPTHS), len(doc_ids))
     dense = dense_rankings(query_ids, query_vectors, doc_ids, doc_vectors, depth)
@@ -381,6 +401,7 @@ def main() -> None:
             "corpus_sha256_16": corpus_key,
             "fields": args.fields,
         },
+        "embedder": common.STACK_MODEL_IDS[args.embedder],
         "k": K,
         "baselines": {
             "brute-force cosine": metrics(dense, data.qrels),
@@ -399,16 +420,17 @@ def main() -> None:
 
     settings = dict(item.split("=", 1) for item in args.set)
     with tempfile.TemporaryDirectory(prefix="quality-yaml-") as tmp:
-        ours_yaml = common.run_yaml_with_settings(Path(tmp) / "ours.yaml", settings) if settings else common.RUN_YAML
-        systems = [] if args.no_ours else [("ours", ours_yaml)]
+        ours_yaml = common.run_yaml_with_settings(Path(tmp) / "ours.yaml", settings, args.embedder)
+        systems = [] if args.no_ours else [("ours", ours_yaml, args.embedder)]
         if settings:
             results["ours_settings"] = settings
         if args.builtin:
-            systems.append(("builtin", common.run_yaml_without_module(Path(tmp) / "run.yaml")))
-        for label, run_yaml in systems:
+            systems.append(("builtin", common.run_yaml_without_module(Path(tmp) / "run.yaml"), "torch"))
+        for label, run_yaml, embedder in systems:
             try:
+                system_vectors = doc_vectors if embedder == args.embedder else vectors(embedder)[0]
                 results[label] = run_stack(
-                    label, run_yaml, data, doc_ids, doc_texts, doc_vectors, args.batch, args.only
+                    label, run_yaml, data, doc_ids, doc_texts, system_vectors, args.batch, args.only, embedder
                 )
             except Exception as error:  # noqa: BLE001 - a provider that cannot even ingest is a result too
                 results[label] = {"error": error_text(error), "configs": {}}
@@ -416,8 +438,10 @@ def main() -> None:
 
     results["total_s"] = round(time.perf_counter() - began, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"quality_{results['data']['name']}" + "".join(
-        "_" + re.sub(r"[^A-Za-z0-9.]+", "-", f"{key}-{value}") for key, value in settings.items()
+    stem = (
+        f"quality_{results['data']['name']}"
+        + ("" if args.embedder == "onnx" else f"_{args.embedder}")
+        + "".join("_" + re.sub(r"[^A-Za-z0-9.]+", "-", f"{key}-{value}") for key, value in settings.items())
     )
     if args.only or args.queries:
         stem += "_partial"

@@ -1,0 +1,21 @@
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class OnnxEmbeddingsConfig(BaseModel):
+    """all-MiniLM-L6-v2 through ONNX Runtime with int8 MatMuls, exported locally from the packaged weights."""
+
+    model_dir: Path | None = Field(
+        default=None,
+        description="Folder holding model.onnx and tokenizer.json; default: exported once into "
+        "~/.cache/llama-stack-milvus/onnx (LLAMA_STACK_MILVUS_CACHE moves it).",
+    )
+    intra_op_threads: int = Field(
+        default=0, ge=0, le=256, description="ONNX Runtime threads per batch; 0 lets ONNX Runtime choose (all cores)."
+    )
+
+    @classmethod
+    def sample_run_config(cls, **kwargs: Any) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,209 @@
+"""Ingestion throughput: real documentation files uploaded and attached over HTTP until every file is `completed`.
+
+Measured in one run, on the same chunks (the stack's own chunker, static 160/32 tokens, as the distribution's
+default), in chunks per second:
+  bound torch / bound onnx  the embedding model alone, in-process, on every chunk (one call, length-sorted batches)
+  builtin                   stock Llama Stack: the built-in milvus provider, sentence-transformers embeddings
+  ours (torch)              our provider with the same sentence-transformers embeddings as the built-in
+  ours                      the milvus-embedded distribution as shipped (our provider, int8 ONNX embeddings)
+Each server run uploads every file (files.create), attaches them in one file batch and polls until the batch is
+done; the clock runs from the first upload to the last file completed. Prints a table with the ratios and writes
+JSON + PNG to --out.
+
+    .venv/bin/python scripts/bench/ingest.py --files 60
+"""
+
+import argparse
+import json
+import logging
+import mimetypes
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as common  # noqa: E402
+
+RESULTS = common.ROOT / "scripts" / "bench" / "results"
+CHUNK_TOKENS, OVERLAP_TOKENS = 160, 32
+PACKAGE = "python3.11-doc"
+SOURCES_IN_PACKAGE = "usr/share/doc/python3.11/html/_sources"
+
+
+def debian_docs(work: Path, deb: str | None) -> Path:
+    """The reST sources of Debian's python3.11-doc (apt-get download, dpkg -x), as files on disk."""
+    if deb is None:
+        subprocess.run(["apt-get", "download", PACKAGE], cwd=work, check=True, capture_output=True)
+        deb = str(next(work.glob(f"{PACKAGE}_*.deb")))
+    subprocess.run(["dpkg", "-x", deb, str(work / "pkg")], check=True)
+    return work / "pkg" / SOURCES_IN_PACKAGE
+
+
+def pick_files(sources: Path, count: int) -> list[Path]:
+    """`count` files spread evenly over the sorted list (short FAQ pages and long library references alike)."""
+    files = sorted(p for p in sources.rglob("*.txt") if p.stat().st_size > 0)
+    if count >= len(files):
+        return files
+    step = len(files) / count
+    return [files[int(i * step)] for i in range(count)]
+
+
+def stack_chunks(files: list[Path]) -> list[str]:
+    """The chunk texts the stack makes of these files, by its own extraction and chunker."""
+    from llama_stack.providers.utils.memory.vector_store import content_from_data_and_mime_type, make_overlapped_chunks
+
+    texts = []
+    for path in files:
+        mime_type, _ = mimetypes.guess_type(path.name)
+        content = content_from_data_and_mime_type(path.read_bytes(), mime_type)
+        texts += [str(c.content) for c in make_overlapped_chunks(path.name, content, CHUNK_TOKENS, OVERLAP_TOKENS, {})]
+    return texts
+
+
+def bound(texts: list[str], embedder: str) -> dict:
+    common.embed(texts[:64], embedder)  # load and warm up, not timed
+    started = time.perf_counter()
+    common.embed(texts, embedder)
+    elapsed = time.perf_counter() - started
+    return {"seconds": round(elapsed, 1), "chunks_per_s": round(len(texts) / elapsed, 1)}
+
+
+def ingest(label: str, run_yaml: Path, files: list[Path], chunks: int, timeout: float) -> dict:
+    from llama_stack_client import LlamaStackClient
+
+    with tempfile.TemporaryDirectory(prefix=f"ingest-{label}-") as tmp:
+        with common.StackServer(run_yaml, Path(tmp)) as server:
+            client = LlamaStackClient(base_url=server.base_url, timeout=600, max_retries=0)
+            store = client.vector_stores.create(name=f"ingest-{label}")
+            # Load the embedding model before the clock starts: the bench measures ingestion, not start-up.
+            client.vector_stores.search(vector_store_id=store.id, query="warm-up")
+            warm = client.vector_stores.create(name="warm-up")
+            first = client.files.create(file=files[0].open("rb"), purpose="assistants")
+            client.vector_stores.files.create(vector_store_id=warm.id, file_id=first.id)
+            started = time.perf_counter()
+            file_ids = [client.files.create(file=path.open("rb"), purpose="assistants").id for path in files]
+            uploaded = time.perf_counter() - started
+            batch = client.vector_stores.file_batches.create(
+                vector_store_id=store.id,
+                file_ids=file_ids,
+                chunking_strategy={
+                    "type": "static",
+                    "static": {"max_chunk_size_tokens": CHUNK_TOKENS, "chunk_overlap_tokens": OVERLAP_TOKENS},
+                },
+            )
+            while batch.status == "in_progress":
+                if time.perf_counter() - started > timeout:
+                    raise RuntimeError(f"batch still in progress after {timeout} s: {batch.file_counts}")
+                time.sleep(0.5)
+                batch = client.vector_stores.file_batches.retrieve(batch_id=batch.id, vector_store_id=store.id)
+            elapsed = time.perf_counter() - started
+            counts = batch.file_counts
+            print(f"[{label}] {counts.completed}/{counts.total} files completed in {elapsed:.1f} s", file=sys.stderr)
+            if counts.completed != len(files):
+                raise RuntimeError(f"{label}: only {counts.completed} of {len(files)} files completed: {counts}")
+    return {
+        "seconds": round(elapsed, 1),
+        "upload_s": round(uploaded, 1),
+        "chunks_per_s": round(chunks / elapsed, 1),
+        "files_completed": counts.completed,
+    }
+
+
+def table(results: dict) -> str:
+    rows = results["runs"]
+    lines = [
+        f"{results['files']} files, {results['chunks']} chunks ({CHUNK_TOKENS}/{OVERLAP_TOKENS} tokens), "
+        f"{results['bytes'] / 1e6:.1f} MB",
+        "| run | seconds | chunks/s | x bound torch | x bound onnx | x builtin |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, entry in rows.items():
+        if "error" in entry:
+            lines.append(f"| {name} | error: {entry['error'][:80]} | | | | |")
+            continue
+        rate = entry["chunks_per_s"]
+        ratios = [
+            f"{rate / rows[other]['chunks_per_s']:.2f}" if "chunks_per_s" in rows.get(other, {}) else "-"
+            for other in ("bound torch", "bound onnx", "builtin")
+        ]
+        lines.append(f"| {name} | {entry['seconds']} | {rate} | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {name: entry["chunks_per_s"] for name, entry in results["runs"].items() if "chunks_per_s" in entry}
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    colours = [
+        "#999999" if name.startswith("bound") else "#d62728" if name == "builtin" else "#1f77b4" for name in runs
+    ]
+    ax.barh(list(runs), list(runs.values()), color=colours)
+    for y, value in enumerate(runs.values()):
+        ax.text(value, y, f" {value:.0f}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("chunks per second (higher is better)")
+    ax.set_title(f"Ingestion over HTTP: {results['files']} files, {results['chunks']} chunks, 2 cores", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=60, help="how many .rst files of python3.11-doc (default 60)")
+    parser.add_argument("--deb", help="a downloaded python3.11-doc .deb (default: apt-get download it)")
+    parser.add_argument("--sources", type=Path, help="a folder of documents to use instead of the Debian package")
+    parser.add_argument("--skip", default="", help="comma-separated runs to skip (e.g. 'ours (torch)')")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds one server run may take")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and PNG go")
+    args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ingest-docs-") as work:
+        sources = args.sources or debian_docs(Path(work), args.deb)
+        files = pick_files(sources, args.files)
+        texts = stack_chunks(files)
+        results: dict = {
+            "files": len(files),
+            "bytes": sum(p.stat().st_size for p in files),
+            "chunks": len(texts),
+            "runs": {},
+        }
+        print(f"{len(files)} files -> {len(texts)} chunks", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="ingest-yaml-") as tmp:
+            servers = {
+                "builtin": common.run_yaml_without_module(Path(tmp) / "builtin.yaml"),
+                "ours (torch)": common.run_yaml_with_settings(Path(tmp) / "torch.yaml", embedder="torch"),
+                "ours": common.RUN_YAML,
+            }
+            for embedder in ("torch", "onnx"):
+                name = f"bound {embedder}"
+                if name not in skip:
+                    results["runs"][name] = bound(texts, embedder)
+                    print(f"[{name}] {results['runs'][name]}", file=sys.stderr)
+            for name, run_yaml in servers.items():
+                if name in skip:
+                    continue
+                try:
+                    results["runs"][name] = ingest(name, run_yaml, files, len(texts), args.timeout)
+                except Exception as error:  # noqa: BLE001 - a failed run is a result, the others go on
+                    results["runs"][name] = {"error": str(error)[:500]}
+                    print(f"[{name}] FAILED: {error}", file=sys.stderr)
+    results["total_s"] = round(time.perf_counter() - began, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ingest.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.out / "ingest.png")
+    print(table(results))
+    print(f"wrote {args.out / 'ingest'}.json and .png in {results['total_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
