@@ -38,7 +38,7 @@ K = 10
 DEFAULT_DATA = common.ROOT.parent / "shared" / "data" / "pyfaq"
 RESULTS = Path(__file__).resolve().parent / "results"
 RRF_KS = (10, 30, 60)
-ALPHAS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+ALPHAS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 BASELINE_RRF_K = 60
 # How deep each list goes into the plain RRF baselines: 100, and the stack's own over-fetch (max_num_results x
 # chunk_multiplier = 10 x 5), which makes that baseline the in-process twin of `hybrid rrf k=60`.

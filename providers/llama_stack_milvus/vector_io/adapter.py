@@ -7,6 +7,7 @@ Where it departs from the mixin, and why:
   static 800/400-token strategy before we see it, so that exact strategy is read as 'auto' too.
 """
 
+import logging
 import math
 from typing import Any
 
@@ -56,6 +57,15 @@ RANKERS = ("rrf", "weighted", "neural")
 MAX_NUM_RESULTS = 50
 
 
+def quiet_per_chunk_query_logs() -> None:
+    """VectorStoreWithIndex.query_chunks logs every query and a preview of every retrieved chunk at INFO: document
+    text in the server log, and 50 log lines per search (a measurable share of a search's time). Raised to
+    WARNING unless someone asked for DEBUG there (LLAMA_STACK_LOGGING)."""
+    logger = logging.getLogger(VectorStoreWithIndex.__module__)
+    if logger.getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(logging.WARNING)
+
+
 class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtocolPrivate):
     def __init__(self, config: MilvusCommonConfig, inference_api: Inference, files_api: Files | None) -> None:
         super().__init__(
@@ -67,6 +77,7 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
 
     async def initialize(self) -> None:
         ensure_tiktoken_cache()
+        quiet_per_chunk_query_logs()
         self.kvstore = await kvstore_impl(self.config.persistence)
         self.backend = self._open_backend()
         for raw in await self.kvstore.values_in_range(REGISTRATION_PREFIX, REGISTRATION_PREFIX + "\xff"):
@@ -212,7 +223,10 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
         params: dict[str, Any] = {
             "mode": mode,
             "max_num_results": max_num_results,
-            "max_chunks": max_num_results * self.vector_stores_config.chunk_retrieval_params.chunk_multiplier,
+            # Over-fetch only for hybrid, where the fusion profits from deeper lists. A vector or keyword search ranks
+            # the same candidates whatever its limit (HNSW's ef is fixed at >= 256), so a deeper fetch only costs.
+            "max_chunks": max_num_results
+            * (self.vector_stores_config.chunk_retrieval_params.chunk_multiplier if mode == "hybrid" else 1),
             "score_threshold": threshold,
         }
         if request.filters:

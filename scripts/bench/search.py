@@ -1,0 +1,332 @@
+"""Search latency: p50/p95 of `vector_stores.search` over HTTP at 10k and 100k chunks, ours against the built-in
+provider and raw pymilvus (+ the query embedding), in vector, keyword and hybrid modes, with and without a filter.
+
+Chunks are real documentation (six Debian packages, see _docs.py) with embeddings computed once and cached
+(100k chunks take about an hour on 2 cores; `--embeddings FILE.npy` loads vectors made elsewhere). They are loaded
+through `vector_io.insert` with their embeddings. Every store embeds queries with sentence-transformers'
+all-MiniLM-L6-v2 (the model of the cached vectors) inside the server, raw pymilvus does the same in-process and
+talks to its own Milvus Lite file with our index settings (HNSW M=16, efConstruction=200, ef=256, BM25).
+Queries: the Python FAQ questions of a BEIR folder (--queries), else the openings of held-out chunks.
+
+    .venv/bin/python scripts/bench/search.py                # 10k and 100k
+    .venv/bin/python scripts/bench/search.py --sizes 10000  # quicker
+"""
+
+import argparse
+import json
+import logging
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as common  # noqa: E402
+import _docs  # noqa: E402
+
+RESULTS = common.ROOT / "scripts" / "bench" / "results"
+DEFAULT_QUERIES = common.ROOT.parent / "shared" / "data" / "pyfaq" / "queries.jsonl"
+MODES = ("vector", "keyword", "hybrid")
+FILTER = {"type": "eq", "key": "package", "value": "python3.11-doc"}
+TOP_K = 10
+INSERT_BATCH = 1000
+SYSTEMS = ("builtin", "ours", "raw pymilvus")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def summary(latencies: list[float], hits: list[int], errors: list[str]) -> dict:
+    entry: dict = {"queries": len(latencies) + len(errors)}
+    if latencies:
+        ms = [1000 * s for s in latencies]
+        entry.update(
+            p50_ms=round(percentile(ms, 50), 1),
+            p95_ms=round(percentile(ms, 95), 1),
+            mean_hits=round(statistics.mean(hits), 1),
+        )
+    if errors:
+        entry["errors"] = f"{len(errors)} failed: {errors[0][:300]}"
+    if latencies and not any(hits):
+        entry["errors"] = (entry.get("errors", "") + " every query answered with NO results").strip()
+    return entry
+
+
+def timed(queries: list[str], search) -> dict:
+    search(queries[0])  # warm-up, not timed
+    latencies, hits, errors = [], [], []
+    for query in queries:
+        started = time.perf_counter()
+        try:
+            found = search(query)
+        except Exception as error:  # noqa: BLE001 - a failing mode is a result
+            errors.append(f"{type(error).__name__}: {getattr(error, 'body', None) or error}")
+            continue
+        latencies.append(time.perf_counter() - started)
+        hits.append(found)
+    return summary(latencies, hits, errors)
+
+
+def attributes(chunk: dict) -> dict:
+    return {"document_id": chunk["source"], "package": chunk["package"]}
+
+
+def run_stack(label: str, run_yaml: Path, chunks: list[dict], vectors: np.ndarray, queries: list[str]) -> dict:
+    from llama_stack_client import LlamaStackClient
+
+    result: dict = {}
+    with tempfile.TemporaryDirectory(prefix=f"search-{label}-") as tmp:
+        with common.StackServer(run_yaml, Path(tmp)) as server:
+            client = LlamaStackClient(base_url=server.base_url, timeout=600, max_retries=0)
+            store = client.vector_stores.create(name=f"search-{label}")
+            started = time.perf_counter()
+            for start in range(0, len(chunks), INSERT_BATCH):
+                client.vector_io.insert(
+                    vector_store_id=store.id,
+                    chunks=[
+                        {
+                            "content": chunk["text"],
+                            "chunk_id": chunk["id"],
+                            "metadata": attributes(chunk),
+                            "chunk_metadata": {"chunk_id": chunk["id"], "document_id": chunk["source"]},
+                            "embedding": vectors[i].tolist(),
+                            "embedding_model": common.EMBEDDING_MODEL,
+                            "embedding_dimension": common.EMBEDDING_DIMENSION,
+                        }
+                        for i, chunk in enumerate(chunks[start : start + INSERT_BATCH], start=start)
+                    ],
+                )
+            result["insert_s"] = round(time.perf_counter() - started, 1)
+            print(f"[{label}] inserted {len(chunks)} chunks in {result['insert_s']} s", file=sys.stderr)
+            for mode in MODES:
+                for filtered in (False, True):
+                    extra = {"filters": FILTER} if filtered else {}
+
+                    def search(query: str, mode=mode, extra=extra) -> int:
+                        page = client.vector_stores.search(
+                            vector_store_id=store.id, query=query, search_mode=mode, max_num_results=TOP_K, **extra
+                        )
+                        return len(page.data)
+
+                    name = f"{mode}{' + filter' if filtered else ''}"
+                    result[name] = timed(queries, search)
+                    print(f"[{label}] {name:18} {result[name]}", file=sys.stderr)
+    return result
+
+
+def run_raw(chunks: list[dict], vectors: np.ndarray, queries: list[str]) -> dict:
+    """pymilvus straight on a Milvus Lite file, our schema and index settings, the query embedded in-process."""
+    from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, RRFRanker
+
+    result: dict = {}
+    with tempfile.TemporaryDirectory(prefix="search-raw-") as tmp:
+        client = MilvusClient(str(Path(tmp) / "raw.db"))
+        schema = client.create_schema(auto_id=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=256)
+        schema.add_field("content", DataType.VARCHAR, max_length=65535, enable_analyzer=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=common.EMBEDDING_DIMENSION)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_field("attributes", DataType.JSON)
+        schema.add_function(
+            Function(
+                name="bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["content"],
+                output_field_names=["sparse"],
+            )
+        )
+        index = client.prepare_index_params()
+        index.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
+        index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        client.create_collection("chunks", schema=schema, index_params=index, consistency_level="Strong")
+        started = time.perf_counter()
+        for start in range(0, len(chunks), INSERT_BATCH):
+            client.insert(
+                "chunks",
+                [
+                    {"id": c["id"], "content": c["text"], "vector": vectors[i].tolist(), "attributes": attributes(c)}
+                    for i, c in enumerate(chunks[start : start + INSERT_BATCH], start=start)
+                ],
+            )
+        client.flush("chunks")
+        result["insert_s"] = round(time.perf_counter() - started, 1)
+        print(f"[raw pymilvus] inserted {len(chunks)} chunks in {result['insert_s']} s", file=sys.stderr)
+        dense = {"metric_type": "COSINE", "params": {"ef": 256}}
+        fields = ["content", "attributes"]
+        expression = f'attributes["{FILTER["key"]}"] == "{FILTER["value"]}"'
+        for mode in MODES:
+            for filtered in (False, True):
+                where = expression if filtered else ""
+
+                def search(query: str, mode=mode, where=where) -> int:
+                    if mode == "keyword":
+                        found = client.search(
+                            "chunks", [query], anns_field="sparse", limit=TOP_K, filter=where, output_fields=fields
+                        )
+                        return len(found[0])
+                    vector = common.embed([query])[0].tolist()
+                    if mode == "vector":
+                        found = client.search(
+                            "chunks",
+                            [vector],
+                            anns_field="vector",
+                            limit=TOP_K,
+                            filter=where,
+                            search_params=dense,
+                            output_fields=fields,
+                        )
+                        return len(found[0])
+                    requests = [
+                        AnnSearchRequest([vector], "vector", dense, limit=TOP_K, expr=where or None),
+                        AnnSearchRequest([query], "sparse", {"metric_type": "BM25"}, limit=TOP_K, expr=where or None),
+                    ]
+                    found = client.hybrid_search("chunks", requests, RRFRanker(60), limit=TOP_K, output_fields=fields)
+                    return len(found[0])
+
+                name = f"{mode}{' + filter' if filtered else ''}"
+                result[name] = timed(queries, search)
+                print(f"[raw pymilvus] {name:18} {result[name]}", file=sys.stderr)
+        client.close()
+    return result
+
+
+def chunk_vectors(stem: str, texts: list[str], cache: Path) -> np.ndarray:
+    """Cached vectors of the first len(texts) chunks: a cache made for more chunks serves a smaller run."""
+    for path in cache.glob(f"{stem}-*.npy"):
+        match = re.fullmatch(rf"{re.escape(stem)}-(\d+)", path.stem)
+        if match and int(match[1]) >= len(texts):
+            print(f"chunks: {len(texts)} embeddings from {path}", file=sys.stderr)
+            return np.load(path, mmap_mode="r")[: len(texts)]
+    return common.cached_embeddings(f"{stem}-{len(texts)}", texts, "chunks", cache)
+
+
+def load_queries(path: Path | None, held_out: list[dict], count: int) -> tuple[list[str], str]:
+    if path and path.exists():
+        texts = [json.loads(line)["text"] for line in path.open()]
+        return texts[:count], str(path)
+    return [" ".join(c["text"].split()[:12]) for c in held_out[:count]], "openings of held-out chunks"
+
+
+def table(results: dict) -> str:
+    lines = []
+    for size, systems in results["sizes"].items():
+        lines += [
+            f"\n{size} chunks: p50 / p95 ms (ratio of p50: ours / builtin, ours / raw)",
+            "| mode | builtin | ours | raw pymilvus + embedding | ours/builtin | ours/raw |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        names = [name for name in systems.get("ours", {}) if name != "insert_s"]
+        for name in names:
+            cells, p50 = [], {}
+            for system in SYSTEMS:
+                entry = systems.get(system, {}).get(name, {})
+                if "p50_ms" in entry:
+                    p50[system] = entry["p50_ms"]
+                    cells.append(f"{entry['p50_ms']} / {entry['p95_ms']}" + (" (errors)" if "errors" in entry else ""))
+                else:
+                    cells.append(entry.get("errors", systems.get(system, {}).get("error", "-"))[:60])
+            ratios = [
+                f"{p50['ours'] / p50[other]:.2f}" if "ours" in p50 and other in p50 else "-"
+                for other in ("builtin", "raw pymilvus")
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells + ratios) + " |")
+        inserts = {s: systems.get(s, {}).get("insert_s") for s in SYSTEMS}
+        lines.append("insert seconds: " + ", ".join(f"{s} {v}" for s, v in inserts.items() if v is not None))
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = list(results["sizes"])
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 3.6), squeeze=False)
+    colours = {"builtin": "#d62728", "ours": "#1f77b4", "raw pymilvus": "#999999"}
+    for ax, size in zip(axes[0], sizes, strict=True):
+        systems = results["sizes"][size]
+        names = [name for name in systems.get("ours", {}) if name != "insert_s"]
+        width = 0.27
+        for offset, system in enumerate(SYSTEMS):
+            values = [systems.get(system, {}).get(name, {}).get("p50_ms", 0) for name in names]
+            ax.bar(np.arange(len(names)) + (offset - 1) * width, values, width, label=system, color=colours[system])
+        ax.set_xticks(np.arange(len(names)), [n.replace(" + ", "\n+ ") for n in names], fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("p50 ms (log scale, lower is better)")
+        ax.set_title(f"{size} chunks", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated store sizes (default 10000,100000)")
+    parser.add_argument("--queries", type=Path, default=DEFAULT_QUERIES, help="a BEIR queries.jsonl")
+    parser.add_argument("--count", type=int, default=100, help="queries per mode (default 100)")
+    parser.add_argument("--skip", default="", help="comma-separated systems to skip (builtin, ours, raw pymilvus)")
+    parser.add_argument("--embeddings", type=Path, help="precomputed vectors (.npy, rows in chunk order)")
+    parser.add_argument("--debs", type=Path, help="a folder holding the six .deb files (default: apt-get download)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and PNG go")
+    args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    sizes = [int(size) for size in args.sizes.split(",")]
+    skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    began = time.perf_counter()
+    cache = common.cache_root()
+    largest = max(sizes)
+    chunks_path = _docs.chunks_file(cache, args.debs)
+    pool = _docs.load_chunks(chunks_path, largest + 1000)
+    chunks, held_out = pool[:largest], pool[largest:]
+    if args.embeddings:
+        vectors = np.load(args.embeddings)[:largest]
+    else:
+        vectors = chunk_vectors(chunks_path.stem, [c["text"] for c in chunks], cache)
+    queries, query_source = load_queries(args.queries, held_out, args.count)
+    results: dict = {
+        "chunks": {
+            "source": "Debian: " + ", ".join(_docs.PACKAGES),
+            "tokens": f"{_docs.CHUNK_TOKENS}/{_docs.OVERLAP_TOKENS}",
+        },
+        "queries": {"count": len(queries), "source": query_source},
+        "filter": FILTER,
+        "top_k": TOP_K,
+        "sizes": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="search-yaml-") as tmp:
+        run_yamls = {
+            "builtin": common.run_yaml_without_module(Path(tmp) / "builtin.yaml"),
+            "ours": common.run_yaml_with_settings(Path(tmp) / "ours.yaml", embedder="torch"),
+        }
+        for size in sizes:
+            systems: dict = {}
+            for system in SYSTEMS:
+                if system in skip:
+                    continue
+                try:
+                    if system == "raw pymilvus":
+                        systems[system] = run_raw(chunks[:size], vectors[:size], queries)
+                    else:
+                        systems[system] = run_stack(system, run_yamls[system], chunks[:size], vectors[:size], queries)
+                except Exception as error:  # noqa: BLE001 - one system failing is a result, the others go on
+                    systems[system] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+                    print(f"[{system}] FAILED at {size}: {error}", file=sys.stderr)
+            results["sizes"][str(size)] = systems
+    results["total_s"] = round(time.perf_counter() - began, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "search.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.out / "search.png")
+    print(table(results))
+    print(f"wrote {args.out / 'search'}.json and .png in {results['total_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
