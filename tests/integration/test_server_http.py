@@ -184,6 +184,32 @@ def test_file_contents_hold_the_document_text(client, corpus, key):
     assert testdocs.normalise(doc.phrase) in text
 
 
+def test_file_contents_come_back_in_file_order_with_embeddings_on_request(client, corpus):
+    """Upstream stores one key per chunk and reads them back in key order (0, 1, 10, 11, 2...)."""
+    doc = testdocs.SINGLE[0]
+    whole = "\n\n".join(d.text() for d in testdocs.ALL)
+    store = client.vector_stores.create(name="contents-order")
+    file_id = client.files.create(file=("all_docs.txt", whole.encode()), purpose="assistants").id
+    attached = client.vector_stores.files.create(
+        store.id,
+        file_id=file_id,
+        chunking_strategy={"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}},
+    )
+    while attached.status == "in_progress":
+        time.sleep(0.5)
+        attached = client.vector_stores.files.retrieve(file_id, vector_store_id=store.id)
+    assert attached.status == "completed", attached.last_error
+    content = client.vector_stores.files.content(
+        file_id, vector_store_id=store.id, extra_query={"include_embeddings": True}
+    )
+    texts = [item.text for item in content.data]
+    assert len(texts) > 11, len(texts)
+    assert testdocs.normalise("".join(texts)) == testdocs.normalise(whole)
+    assert all(len(item.embedding) == 384 for item in content.data)
+    client.vector_stores.files.delete(file_id, vector_store_id=store.id)
+    assert not search(client, store.id, doc.question, "vector")
+
+
 # ------------------------------------------------------------------------------------------- 1. search
 
 

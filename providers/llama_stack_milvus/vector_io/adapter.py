@@ -7,12 +7,17 @@ Where it departs from the mixin, and why:
   static 800/400-token strategy before we see it, so that exact strategy is read as 'auto' too.
 """
 
+import json
 import logging
 import math
 from typing import Any
 
 from llama_stack.core.storage.kvstore import kvstore_impl
-from llama_stack.providers.utils.memory.openai_vector_store_mixin import OpenAIVectorStoreMixin
+from llama_stack.providers.utils.memory.openai_vector_store_mixin import (
+    OPENAI_VECTOR_STORES_FILES_CONTENTS_PREFIX,
+    OPENAI_VECTOR_STORES_FILES_PREFIX,
+    OpenAIVectorStoreMixin,
+)
 from llama_stack.providers.utils.memory.vector_store import VectorStoreWithIndex
 from llama_stack.providers.utils.vector_io.filters import parse_filter
 from llama_stack_api import (
@@ -164,6 +169,34 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
         if self._is_auto(params.chunking_strategy):
             params = params.model_copy(update={"chunking_strategy": self._default_chunking()})
         return await super().openai_create_vector_store(params)
+
+    # The mixin stores a file's chunks one kvstore key each: with the sqlite kvstore that is a connection and a
+    # commit per chunk (the largest cost of an attach after embedding), and its range read returns them in key
+    # order (0, 1, 10, 100, 11, ...). We store the list under one key: one commit, chunks in file order. Files
+    # stored the mixin's way still load, and the mixin's delete removes both shapes (it deletes keys 0..n-1).
+    async def _save_openai_vector_store_file(
+        self, store_id: str, file_id: str, file_info: dict[str, Any], file_contents: list[dict[str, Any]]
+    ) -> None:
+        prefix = self._contents_prefix(store_id, file_id)
+        stale = await self.kvstore.values_in_range(prefix, prefix + "\xff")
+        await self.kvstore.set(
+            key=f"{OPENAI_VECTOR_STORES_FILES_PREFIX}{store_id}:{file_id}", value=json.dumps(file_info)
+        )
+        await self.kvstore.set(key=f"{prefix}0", value=json.dumps(file_contents))
+        for index in range(1, len(stale)):
+            await self.kvstore.delete(f"{prefix}{index}")
+
+    async def _load_openai_vector_store_file_contents(self, store_id: str, file_id: str) -> list[dict[str, Any]]:
+        prefix = self._contents_prefix(store_id, file_id)
+        chunks: list[dict[str, Any]] = []
+        for raw in await self.kvstore.values_in_range(prefix, prefix + "\xff"):
+            stored = json.loads(raw)
+            chunks.extend(stored if isinstance(stored, list) else [stored])
+        return chunks
+
+    @staticmethod
+    def _contents_prefix(store_id: str, file_id: str) -> str:
+        return f"{OPENAI_VECTOR_STORES_FILES_CONTENTS_PREFIX}{store_id}:{file_id}:"
 
     async def openai_attach_file_to_vector_store(
         self, vector_store_id: str, request: OpenAIAttachFileRequest
