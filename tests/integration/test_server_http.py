@@ -251,6 +251,20 @@ def test_hybrid_rankers_find_the_document_with_scores_in_unit_range(client, corp
     assert_sorted_desc(scores)
 
 
+@pytest.mark.parametrize("key", ["gil", "dictionaries", "mail"])
+def test_hybrid_without_ranking_options_is_the_recommended_weighted_fusion(client, corpus, key):
+    question = testdocs.BY_KEY[key].question
+    default = search(client, corpus.store_id, question, "hybrid")
+    weighted = search(
+        client, corpus.store_id, question, "hybrid", ranking_options={"ranker": "weighted", "alpha": 0.95}
+    )
+    rrf = search(client, corpus.store_id, question, "hybrid", ranking_options={"ranker": "rrf"})
+    assert [(h.attributes["chunk_id"], h.score) for h in default] == [
+        (h.attributes["chunk_id"], h.score) for h in weighted
+    ]
+    assert [h.score for h in default] != [h.score for h in rrf]
+
+
 @pytest.mark.parametrize(
     "mode,ranking_options",
     [("vector", {}), ("keyword", {}), ("hybrid", {"ranker": "rrf"}), ("hybrid", {"ranker": "weighted"})],
