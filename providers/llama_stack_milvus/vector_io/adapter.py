@@ -13,12 +13,13 @@ import asyncio
 import math
 from typing import Any
 
-from llama_stack.core.storage.kvstore import kvstore_impl
 from llama_stack.log import get_logger
 from llama_stack.providers.utils.memory.openai_vector_store_mixin import OpenAIVectorStoreMixin
 from llama_stack.providers.utils.memory.vector_store import VectorStoreWithIndex
 from llama_stack.providers.utils.vector_io.filters import parse_filter
 from llama_stack_api import (
+    Chunk,
+    ChunkForDeletion,
     DeleteChunksRequest,
     Files,
     HealthResponse,
@@ -45,8 +46,11 @@ from llama_stack_api.vector_io.models import (
     OpenAISearchVectorStoreRequest,
     VectorStoreFileBatchObject,
     VectorStoreFileContentResponse,
+    VectorStoreFileDeleteResponse,
     VectorStoreFileLastError,
     VectorStoreFileObject,
+    VectorStoreFileStatus,
+    VectorStoreListFilesResponse,
     VectorStoreObject,
     VectorStoreSearchResponse,
     VectorStoreSearchResponsePage,
@@ -58,6 +62,7 @@ from .config import InlineMilvusConfig, MilvusCommonConfig
 from .errors import FileTooLargeError, InvalidRequestError, MilvusBackendError, invalid_request_on_value_error
 from .filters import translate_filters
 from .index import MilvusIndex
+from .kvstore import open_kvstore
 
 REGISTRATION_PREFIX = "llama_stack_milvus:vector_stores:v1::"
 # One key per attach in flight, holding its request: the mixin writes a file's record only once it is done.
@@ -81,7 +86,7 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
 
     async def initialize(self) -> None:
         ensure_tiktoken_cache()
-        self.kvstore = await kvstore_impl(self.config.persistence)
+        self.kvstore = await open_kvstore(self.config.persistence)
         self.backend = self._open_backend()
         for raw in await self.kvstore.values_in_range(REGISTRATION_PREFIX, REGISTRATION_PREFIX + "\xff"):
             vector_store = VectorStore.model_validate_json(raw)
@@ -235,6 +240,47 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
                 info["last_error"] = result.last_error.model_dump()
                 await self._update_openai_vector_store_file(vector_store_id, request.file_id, info)
         return result
+
+    async def openai_delete_vector_store_file(
+        self, vector_store_id: str, file_id: str
+    ) -> VectorStoreFileDeleteResponse:
+        """The mixin's delete removes the file's record before taking it out of the store's file list, and writes
+        back a copy of the store taken before its awaits, without the store lock. Under 16 concurrent clients a
+        listing then met a file id with no record (a 400 naming missing fields), and an attach that finished
+        meanwhile could vanish from the list. Here: chunks first, then list and records together under the lock."""
+        file = await self.openai_retrieve_vector_store_file(vector_store_id, file_id)  # 400 for an unknown file
+        contents = await self._load_openai_vector_store_file_contents(vector_store_id, file_id)
+        chunks = [Chunk.model_validate(c) for c in contents]
+        await self.delete_chunks(
+            DeleteChunksRequest(
+                vector_store_id=vector_store_id,
+                chunks=[ChunkForDeletion(chunk_id=c.chunk_id, document_id=c.document_id or file_id) for c in chunks],
+            )
+        )
+        async with self._get_vector_store_lock(vector_store_id):
+            store_info = dict(self.openai_vector_stores[vector_store_id])
+            if file_id in store_info["file_ids"]:  # a concurrent delete of the same file may have won
+                store_info["file_ids"] = [fid for fid in store_info["file_ids"] if fid != file_id]
+                counts = dict(store_info["file_counts"])
+                counts[file.status] -= 1
+                counts["total"] -= 1
+                store_info["file_counts"] = counts
+                await self._save_openai_vector_store(vector_store_id, store_info)
+            await self._delete_openai_vector_store_file_from_storage(vector_store_id, file_id)
+        return VectorStoreFileDeleteResponse(id=file_id, deleted=True)
+
+    async def openai_list_files_in_vector_store(
+        self,
+        vector_store_id: str,
+        limit: int | None = 20,
+        order: str | None = "desc",
+        after: str | None = None,
+        before: str | None = None,
+        filter: VectorStoreFileStatus | None = None,
+    ) -> VectorStoreListFilesResponse:
+        # The mixin reads one record per file across awaits: under the lock no delete can remove one meanwhile.
+        async with self._get_vector_store_lock(vector_store_id):
+            return await super().openai_list_files_in_vector_store(vector_store_id, limit, order, after, before, filter)
 
     async def openai_retrieve_vector_store_file_contents(
         self,

@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import re
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,15 @@ class MilvusBackend:
         self.description = description
         self.capabilities = capabilities
         self.timeout_s = timeout_s
+        self._write_locks: dict[str, asyncio.Lock] = {}
+
+    def write_lock(self, collection: str) -> AbstractAsyncContextManager:
+        """Writes to one collection one at a time where we flush after writes (Milvus Lite): under 16 clients two
+        concurrent flushes of one collection failed with "current_seq is monotonic; tried to set 197 < 201", and
+        the attach with them. Servers take concurrent writes."""
+        if not self.capabilities.flush_after_write:
+            return nullcontext()
+        return self._write_locks.setdefault(collection, asyncio.Lock())
 
     async def run(self, action: str, method: Callable[..., Any], **kwargs: Any) -> Any:
         try:
