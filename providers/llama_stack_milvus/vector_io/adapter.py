@@ -5,8 +5,8 @@ Where it departs from the mixin, and why:
 - search errors propagate (the mixin turns every exception into an empty 200) and input is validated first;
 - 'auto' chunking uses the distribution's file_ingestion_params. The router rewrites 'auto' into a
   static 800/400-token strategy before we see it, so that exact strategy is read as 'auto' too;
-- an attach interrupted by a crash is resumed at start-up (see _resume_interrupted_attaches), and a failed
-  file keeps its last_error (the mixin saves file records without it).
+- in-progress batches and attaches interrupted by a crash or a shutdown are resumed once the server serves
+  (see _start_resumes), and a failed file keeps its last_error (the mixin saves file records without it).
 """
 
 import asyncio
@@ -83,6 +83,20 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
         self.backend: MilvusBackend | None = None
         self.stores: dict[str, VectorStoreWithIndex] = {}
         self._resumed_attaches: set[asyncio.Task] = set()
+        self._interrupted_attaches: list[str] = []  # kvstore keys of attaches a crash or shutdown cut short
+        self._serving = False
+        self._shutting_down = False
+
+    # The mixin reads this dict first in nearly every vector-store call: the first one marks the server serving.
+    @property
+    def openai_vector_stores(self) -> dict[str, dict[str, Any]]:
+        if getattr(self, "_ready", False) and not self._serving:
+            self._start_resumes()
+        return self._openai_vector_stores
+
+    @openai_vector_stores.setter
+    def openai_vector_stores(self, value: dict[str, dict[str, Any]]) -> None:
+        self._openai_vector_stores = value
 
     async def initialize(self) -> None:
         ensure_tiktoken_cache()
@@ -91,10 +105,42 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
         for raw in await self.kvstore.values_in_range(REGISTRATION_PREFIX, REGISTRATION_PREFIX + "\xff"):
             vector_store = VectorStore.model_validate_json(raw)
             self.stores[vector_store.identifier] = self._open_store(vector_store)
-        # Read before the mixin resumes in-progress batches, whose attaches write keys of their own.
-        interrupted = await self.kvstore.keys_in_range(ATTACHING_PREFIX, ATTACHING_PREFIX + "\xff")
+        self._interrupted_attaches = await self.kvstore.keys_in_range(ATTACHING_PREFIX, ATTACHING_PREFIX + "\xff")
         await self.initialize_openai_vector_stores()
-        await self._resume_interrupted_attaches(interrupted)
+        self._ready = True
+
+    def _start_resumes(self) -> None:
+        """Llama Stack 0.7.3 initializes providers in a temporary event loop (StackApp.__init__ runs
+        asyncio.run(stack.initialize())) and serves requests in uvicorn's. The mixin resumes in-progress batches
+        from initialize(), so that loop's end cancelled them and saved them as "cancelled" for good: after every
+        restart their remaining files were never attached. Resumes start here instead, from the first call the
+        server handles, in the loop that lives on."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._serving = True
+        self._track(loop.create_task(self._resume_after_restart()))
+
+    def _track(self, task: asyncio.Task) -> None:
+        self._resumed_attaches.add(task)
+        task.add_done_callback(self._resumed_attaches.discard)
+
+    async def _resume_incomplete_batches(self) -> None:
+        if self._serving:  # see _start_resumes; the mixin calls this from initialize() too
+            await super()._resume_incomplete_batches()
+
+    async def _save_openai_vector_store_file_batch(self, batch_id: str, batch_info: dict[str, Any]) -> None:
+        if self._shutting_down and batch_info["status"] == "cancelled":
+            # Cancelled by the shutdown, not by the user: stays in progress on disk, to resume at the next start.
+            await super()._save_openai_vector_store_file_batch(batch_id, {**batch_info, "status": "in_progress"})
+            self.openai_file_batches[batch_id] = batch_info
+            return
+        await super()._save_openai_vector_store_file_batch(batch_id, batch_info)
+
+    async def _resume_after_restart(self) -> None:
+        await self._resume_incomplete_batches()
+        await self._resume_interrupted_attaches(self._interrupted_attaches)
 
     async def _resume_interrupted_attaches(self, keys: list[str]) -> None:
         """Attaches that a crash (kill -9, power loss) cut short: nothing of them is recorded, yet some of
@@ -118,9 +164,7 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
             if store is None or request.file_id in store["file_ids"] or (vector_store_id, request.file_id) in batched:
                 continue
             logger.info("Resuming an interrupted attach", vector_store_id=vector_store_id, file_id=request.file_id)
-            task = asyncio.create_task(self._resume_attach(vector_store_id, request))
-            self._resumed_attaches.add(task)
-            task.add_done_callback(self._resumed_attaches.discard)
+            self._track(asyncio.create_task(self._resume_attach(vector_store_id, request)))
 
     async def _resume_attach(self, vector_store_id: str, request: OpenAIAttachFileRequest) -> None:
         try:
@@ -136,6 +180,7 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
         return open_remote_backend(self.config)
 
     async def shutdown(self) -> None:
+        self._shutting_down = True
         for task in list(self._resumed_attaches):
             task.cancel()
         await super().shutdown()
@@ -230,8 +275,12 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
         await self.kvstore.set(key, f"{vector_store_id}\n{request.model_dump_json()}")
         try:
             result = await super().openai_attach_file_to_vector_store(vector_store_id, request)
-        finally:
+        except asyncio.CancelledError:
+            raise  # a shutdown: the key stays, so the next start resumes this attach
+        except BaseException:
             await self.kvstore.delete(key)
+            raise
+        await self.kvstore.delete(key)
         if result.status == "failed" and result.last_error:
             # The mixin saves the record without last_error: a later retrieve would not say why it failed.
             result.last_error = await self._explain_failure(request.file_id, result.last_error)
