@@ -5,21 +5,16 @@ Where it departs from the mixin, and why:
 - search errors propagate (the mixin turns every exception into an empty 200) and input is validated first;
 - 'auto' chunking uses the distribution's file_ingestion_params. The router rewrites 'auto' into a
   static 800/400-token strategy before we see it, so that exact strategy is read as 'auto' too;
-- in-progress batches and attaches interrupted by a crash or a shutdown are resumed once the server serves
-  (see _start_resumes), and a failed file keeps its last_error (the mixin saves file records without it).
+- crashes, restarts, concurrent clients and bad files are handled in ResilientFilesMixin (resilience.py), and the
+  kvstore is made safe for concurrent requests (kvstore.py).
 """
 
-import asyncio
 import math
 from typing import Any
 
-from llama_stack.log import get_logger
-from llama_stack.providers.utils.memory.openai_vector_store_mixin import OpenAIVectorStoreMixin
 from llama_stack.providers.utils.memory.vector_store import VectorStoreWithIndex
 from llama_stack.providers.utils.vector_io.filters import parse_filter
 from llama_stack_api import (
-    Chunk,
-    ChunkForDeletion,
     DeleteChunksRequest,
     Files,
     HealthResponse,
@@ -28,7 +23,6 @@ from llama_stack_api import (
     InsertChunksRequest,
     QueryChunksRequest,
     QueryChunksResponse,
-    RetrieveFileRequest,
     VectorIO,
     VectorStore,
     VectorStoreChunkingStrategy,
@@ -41,16 +35,9 @@ from llama_stack_api.vector_io.models import (
     DEFAULT_CHUNK_OVERLAP_TOKENS,
     DEFAULT_CHUNK_SIZE_TOKENS,
     OpenAIAttachFileRequest,
-    OpenAICreateVectorStoreFileBatchRequestWithExtraBody,
     OpenAICreateVectorStoreRequestWithExtraBody,
     OpenAISearchVectorStoreRequest,
-    VectorStoreFileBatchObject,
-    VectorStoreFileContentResponse,
-    VectorStoreFileDeleteResponse,
-    VectorStoreFileLastError,
     VectorStoreFileObject,
-    VectorStoreFileStatus,
-    VectorStoreListFilesResponse,
     VectorStoreObject,
     VectorStoreSearchResponse,
     VectorStoreSearchResponsePage,
@@ -59,22 +46,19 @@ from llama_stack_api.vector_io.models import (
 from ..offline import ensure_tiktoken_cache
 from .backend import MilvusBackend, open_lite_backend, open_remote_backend
 from .config import InlineMilvusConfig, MilvusCommonConfig
-from .errors import FileTooLargeError, InvalidRequestError, MilvusBackendError, invalid_request_on_value_error
+from .errors import MilvusBackendError, invalid_request_on_value_error
 from .filters import translate_filters
 from .index import MilvusIndex
 from .kvstore import open_kvstore
+from .resilience import ResilientFilesMixin
 
 REGISTRATION_PREFIX = "llama_stack_milvus:vector_stores:v1::"
-# One key per attach in flight, holding its request: the mixin writes a file's record only once it is done.
-ATTACHING_PREFIX = "llama_stack_milvus:attaching:v1::"
 SEARCH_MODES = ("vector", "keyword", "hybrid")
 RANKERS = ("rrf", "weighted", "neural")
 MAX_NUM_RESULTS = 50
 
-logger = get_logger(name=__name__, category="vector_io::milvus")
 
-
-class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtocolPrivate):
+class MilvusVectorIOAdapter(ResilientFilesMixin, VectorIO, VectorStoresProtocolPrivate):
     def __init__(self, config: MilvusCommonConfig, inference_api: Inference, files_api: Files | None) -> None:
         super().__init__(
             inference_api=inference_api, files_api=files_api, vector_stores_config=config.vector_stores_config
@@ -82,21 +66,6 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
         self.config = config
         self.backend: MilvusBackend | None = None
         self.stores: dict[str, VectorStoreWithIndex] = {}
-        self._resumed_attaches: set[asyncio.Task] = set()
-        self._interrupted_attaches: list[str] = []  # kvstore keys of attaches a crash or shutdown cut short
-        self._serving = False
-        self._shutting_down = False
-
-    # The mixin reads this dict first in nearly every vector-store call: the first one marks the server serving.
-    @property
-    def openai_vector_stores(self) -> dict[str, dict[str, Any]]:
-        if getattr(self, "_ready", False) and not self._serving:
-            self._start_resumes()
-        return self._openai_vector_stores
-
-    @openai_vector_stores.setter
-    def openai_vector_stores(self, value: dict[str, dict[str, Any]]) -> None:
-        self._openai_vector_stores = value
 
     async def initialize(self) -> None:
         ensure_tiktoken_cache()
@@ -105,74 +74,7 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
         for raw in await self.kvstore.values_in_range(REGISTRATION_PREFIX, REGISTRATION_PREFIX + "\xff"):
             vector_store = VectorStore.model_validate_json(raw)
             self.stores[vector_store.identifier] = self._open_store(vector_store)
-        self._interrupted_attaches = await self.kvstore.keys_in_range(ATTACHING_PREFIX, ATTACHING_PREFIX + "\xff")
         await self.initialize_openai_vector_stores()
-        self._ready = True
-
-    def _start_resumes(self) -> None:
-        """Llama Stack 0.7.3 initializes providers in a temporary event loop (StackApp.__init__ runs
-        asyncio.run(stack.initialize())) and serves requests in uvicorn's. The mixin resumes in-progress batches
-        from initialize(), so that loop's end cancelled them and saved them as "cancelled" for good: after every
-        restart their remaining files were never attached. Resumes start here instead, from the first call the
-        server handles, in the loop that lives on."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._serving = True
-        self._track(loop.create_task(self._resume_after_restart()))
-
-    def _track(self, task: asyncio.Task) -> None:
-        self._resumed_attaches.add(task)
-        task.add_done_callback(self._resumed_attaches.discard)
-
-    async def _resume_incomplete_batches(self) -> None:
-        if self._serving:  # see _start_resumes; the mixin calls this from initialize() too
-            await super()._resume_incomplete_batches()
-
-    async def _save_openai_vector_store_file_batch(self, batch_id: str, batch_info: dict[str, Any]) -> None:
-        if self._shutting_down and batch_info["status"] == "cancelled":
-            # Cancelled by the shutdown, not by the user: stays in progress on disk, to resume at the next start.
-            await super()._save_openai_vector_store_file_batch(batch_id, {**batch_info, "status": "in_progress"})
-            self.openai_file_batches[batch_id] = batch_info
-            return
-        await super()._save_openai_vector_store_file_batch(batch_id, batch_info)
-
-    async def _resume_after_restart(self) -> None:
-        await self._resume_incomplete_batches()
-        await self._resume_interrupted_attaches(self._interrupted_attaches)
-
-    async def _resume_interrupted_attaches(self, keys: list[str]) -> None:
-        """Attaches that a crash (kill -9, power loss) cut short: nothing of them is recorded, yet some of
-        their chunks may be in Milvus. Attaching again upserts the same chunk ids (they derive from the file
-        and the text), so the file ends completed or failed with a reason and no chunk is stored twice.
-        Files of an in-progress batch are left to the mixin, which resumes the batch itself."""
-        batched = {
-            (batch["vector_store_id"], file_id)
-            for batch in self.openai_file_batches.values()
-            if batch["status"] == "in_progress"
-            for file_id in batch["file_ids"]
-        }
-        for key in keys:
-            raw = await self.kvstore.get(key)
-            await self.kvstore.delete(key)
-            if raw is None:
-                continue
-            vector_store_id, request_json = raw.split("\n", 1)
-            request = OpenAIAttachFileRequest.model_validate_json(request_json)
-            store = self.openai_vector_stores.get(vector_store_id)
-            if store is None or request.file_id in store["file_ids"] or (vector_store_id, request.file_id) in batched:
-                continue
-            logger.info("Resuming an interrupted attach", vector_store_id=vector_store_id, file_id=request.file_id)
-            self._track(asyncio.create_task(self._resume_attach(vector_store_id, request)))
-
-    async def _resume_attach(self, vector_store_id: str, request: OpenAIAttachFileRequest) -> None:
-        try:
-            result = await self.openai_attach_file_to_vector_store(vector_store_id, request)
-        except Exception as e:  # e.g. the file was deleted from the Files API meanwhile
-            logger.error("Could not resume an interrupted attach", file_id=request.file_id, error=str(e))
-            return
-        logger.info("Resumed an interrupted attach", file_id=request.file_id, status=result.status)
 
     def _open_backend(self) -> MilvusBackend:
         if isinstance(self.config, InlineMilvusConfig):
@@ -180,9 +82,6 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
         return open_remote_backend(self.config)
 
     async def shutdown(self) -> None:
-        self._shutting_down = True
-        for task in list(self._resumed_attaches):
-            task.cancel()
         await super().shutdown()
         if self.backend:
             self.backend.close()
@@ -270,120 +169,7 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
                 else self._default_chunking()
             )
             request = request.model_copy(update={"chunking_strategy": strategy})
-        await self._check_attachable(request.file_id)
-        key = f"{ATTACHING_PREFIX}{vector_store_id}:{request.file_id}"
-        await self.kvstore.set(key, f"{vector_store_id}\n{request.model_dump_json()}")
-        try:
-            result = await super().openai_attach_file_to_vector_store(vector_store_id, request)
-        except asyncio.CancelledError:
-            raise  # a shutdown: the key stays, so the next start resumes this attach
-        except BaseException:
-            await self.kvstore.delete(key)
-            raise
-        await self.kvstore.delete(key)
-        if result.status == "failed" and result.last_error:
-            # The mixin saves the record without last_error: a later retrieve would not say why it failed.
-            result.last_error = await self._explain_failure(request.file_id, result.last_error)
-            info = await self._load_openai_vector_store_file(vector_store_id, request.file_id)
-            if info.get("status") == "failed" and not info.get("last_error"):
-                info["last_error"] = result.last_error.model_dump()
-                await self._update_openai_vector_store_file(vector_store_id, request.file_id, info)
-        return result
-
-    async def openai_delete_vector_store_file(
-        self, vector_store_id: str, file_id: str
-    ) -> VectorStoreFileDeleteResponse:
-        """The mixin's delete removes the file's record before taking it out of the store's file list, and writes
-        back a copy of the store taken before its awaits, without the store lock. Under 16 concurrent clients a
-        listing then met a file id with no record (a 400 naming missing fields), and an attach that finished
-        meanwhile could vanish from the list. Here: chunks first, then list and records together under the lock."""
-        file = await self.openai_retrieve_vector_store_file(vector_store_id, file_id)  # 400 for an unknown file
-        contents = await self._load_openai_vector_store_file_contents(vector_store_id, file_id)
-        chunks = [Chunk.model_validate(c) for c in contents]
-        await self.delete_chunks(
-            DeleteChunksRequest(
-                vector_store_id=vector_store_id,
-                chunks=[ChunkForDeletion(chunk_id=c.chunk_id, document_id=c.document_id or file_id) for c in chunks],
-            )
-        )
-        async with self._get_vector_store_lock(vector_store_id):
-            store_info = dict(self.openai_vector_stores[vector_store_id])
-            if file_id in store_info["file_ids"]:  # a concurrent delete of the same file may have won
-                store_info["file_ids"] = [fid for fid in store_info["file_ids"] if fid != file_id]
-                counts = dict(store_info["file_counts"])
-                counts[file.status] -= 1
-                counts["total"] -= 1
-                store_info["file_counts"] = counts
-                await self._save_openai_vector_store(vector_store_id, store_info)
-            await self._delete_openai_vector_store_file_from_storage(vector_store_id, file_id)
-        return VectorStoreFileDeleteResponse(id=file_id, deleted=True)
-
-    async def openai_list_files_in_vector_store(
-        self,
-        vector_store_id: str,
-        limit: int | None = 20,
-        order: str | None = "desc",
-        after: str | None = None,
-        before: str | None = None,
-        filter: VectorStoreFileStatus | None = None,
-    ) -> VectorStoreListFilesResponse:
-        # The mixin reads one record per file across awaits: under the lock no delete can remove one meanwhile.
-        async with self._get_vector_store_lock(vector_store_id):
-            return await super().openai_list_files_in_vector_store(vector_store_id, limit, order, after, before, filter)
-
-    async def openai_retrieve_vector_store_file_contents(
-        self,
-        vector_store_id: str,
-        file_id: str,
-        include_embeddings: bool | None = False,
-        include_metadata: bool | None = False,
-    ) -> VectorStoreFileContentResponse:
-        # The mixin answers an unknown file id with an empty 200, as if the file had no text.
-        store = self.openai_vector_stores.get(vector_store_id)
-        if store is not None and file_id not in store["file_ids"]:
-            raise InvalidRequestError(f"File {file_id} not found in vector store {vector_store_id}")
-        return await super().openai_retrieve_vector_store_file_contents(
-            vector_store_id, file_id, include_embeddings, include_metadata
-        )
-
-    async def openai_create_vector_store_file_batch(
-        self, vector_store_id: str, params: OpenAICreateVectorStoreFileBatchRequestWithExtraBody
-    ) -> VectorStoreFileBatchObject:
-        # Checked up front: inside the batch an unknown or oversized file would only be counted as failed,
-        # with no record saying why.
-        if vector_store_id not in self.openai_vector_stores:
-            raise VectorStoreNotFoundError(vector_store_id)
-        for file_id in params.file_ids:
-            await self._check_attachable(file_id)
-        return await super().openai_create_vector_store_file_batch(vector_store_id, params)
-
-    async def _check_attachable(self, file_id: str) -> None:
-        """A 404 for an unknown file id; a 413 for a file above max_file_mib, which would hold the server for
-        minutes of embedding. Both before any work is done."""
-        if not self.files_api:
-            return
-        size = (await self.files_api.openai_retrieve_file(RetrieveFileRequest(file_id=file_id))).bytes
-        limit = self.config.max_file_mib
-        if size > limit * 1024 * 1024:
-            raise FileTooLargeError(
-                f"File {file_id} is {size / 1024 / 1024:.1f} MiB; this server ingests files of at most {limit:g} "
-                "MiB (max_file_mib in the vector_io provider config): split it into smaller files"
-            )
-
-    async def _explain_failure(self, file_id: str, error: VectorStoreFileLastError) -> VectorStoreFileLastError:
-        """The mixin's "No chunks were generated from the file" does not say why: an empty file, or one whose
-        type yields no text (binary, unknown extension)."""
-        if not error.message.startswith("No chunks were generated") or not self.files_api:
-            return error
-        file = await self.files_api.openai_retrieve_file(RetrieveFileRequest(file_id=file_id))
-        if file.bytes == 0:
-            reason = f"File {file_id} ({file.filename}) is empty: it has no text to index"
-        else:
-            reason = (
-                f"No text could be extracted from file {file_id} ({file.filename}, {file.bytes} bytes): it is binary "
-                "or of a type with no text extractor; upload text, Markdown, HTML or PDF"
-            )
-        return VectorStoreFileLastError(code="server_error", message=reason)
+        return await super().openai_attach_file_to_vector_store(vector_store_id, request)
 
     async def openai_search_vector_store(
         self, vector_store_id: str, request: OpenAISearchVectorStoreRequest
