@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 BATCH_FILES = 200
 KILL_AFTER_COMPLETED = 40
 INGEST_DEADLINE_S = 900
+SINGLE_RESUME_DEADLINE_S = 300  # measured: 60-63 s
 LITE3 = os.environ.get("LLAMA_STACK_MILVUS_LITE_LINE") != "2.5"
 
 
@@ -208,7 +209,9 @@ def test_kill_9_during_a_single_large_attach_then_restart(make_server, reliabili
     client = make_client(server)
     started = time.monotonic()
     while not (listed := client.vector_stores.files.list(store_id).data):
-        assert time.monotonic() - started < INGEST_DEADLINE_S, f"the attach was never resumed:\n{server.log_tail()}"
+        assert time.monotonic() - started < SINGLE_RESUME_DEADLINE_S, (
+            f"the attach was never resumed:\n{server.log_tail()}"
+        )
         time.sleep(1)
     reliability_figures["crash_single_resume_s"] = round(time.monotonic() - started, 1)
     assert [(f.id, f.status) for f in listed] == [(file_id, "completed")], listed
