@@ -22,8 +22,8 @@ ONNX_MODEL_ID = "all-MiniLM-L6-v2-int8"
 EMBEDDING_DIMENSION = 384
 # New stores embed with this model unless vector_stores.create names another; both models stay registered, so
 # stores made with either keep working whichever is the default.
-DEFAULT_EMBEDDING_PROVIDER = "${env.LLAMA_STACK_MILVUS_EMBEDDING_PROVIDER:=%s}" % ONNX_PROVIDER_ID
-DEFAULT_EMBEDDING_MODEL = "${env.LLAMA_STACK_MILVUS_EMBEDDING_MODEL:=%s}" % ONNX_MODEL_ID
+DEFAULT_EMBEDDING_PROVIDER = "${env.LLAMA_STACK_MILVUS_EMBEDDING_PROVIDER:=" + ONNX_PROVIDER_ID + "}"
+DEFAULT_EMBEDDING_MODEL = "${env.LLAMA_STACK_MILVUS_EMBEDDING_MODEL:=" + ONNX_MODEL_ID + "}"
 
 
 def embedding_providers() -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ kvstore) lives in its own directory, so it never mixes with a milvus-embedded de
 
 Environment: MILVUS_URI (default http://localhost:19530), MILVUS_TOKEN ("user:password" or a Zilliz Cloud API
 key; empty for a server without authorization), MILVUS_DB_NAME (empty: the server's default database),
-MILVUS_COLLECTION_MODE (per_store or shared). The stack turns an empty `${env.X:=}` into None (null), which
+MILVUS_COLLECTION_MODE (per_store or shared), MILVUS_REQUEST_TIMEOUT_S (longest a Milvus call may take before the
+request fails with a 503; default 30). The stack turns an empty `${env.X:=}` into None (null), which
 the provider reads as "no token" and "default database".
 """
 
@@ -32,6 +33,7 @@ def vector_io_providers() -> list[dict[str, Any]]:
                 "token": "${env.MILVUS_TOKEN:=}",
                 "db_name": "${env.MILVUS_DB_NAME:=}",
                 "collection_mode": "${env.MILVUS_COLLECTION_MODE:=per_store}",
+                "request_timeout_s": "${env.MILVUS_REQUEST_TIMEOUT_S:=30}",
                 "persistence": {"namespace": "vector_io::milvus_remote", "backend": "kv_default"},
             },
         }

@@ -192,3 +192,12 @@ def milvus_factory(tmp_path_factory, measurements) -> Iterator[Callable[..., mil
     yield get
     for server in started:
         milvus_server.stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def reliability_figures(tmp_path_factory) -> Iterator[dict]:
+    """Figures from the reliability suite (crash, load): written to <pytest basetemp>/reliability_measurements.json."""
+    data: dict = {}
+    yield data
+    path = tmp_path_factory.getbasetemp() / "reliability_measurements.json"
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

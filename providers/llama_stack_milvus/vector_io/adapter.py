@@ -4,7 +4,9 @@ Where it departs from the mixin, and why:
 - registrations are written to the kvstore and reloaded, so stores survive a restart;
 - search errors propagate (the mixin turns every exception into an empty 200) and input is validated first;
 - 'auto' chunking uses the distribution's file_ingestion_params. The router rewrites 'auto' into a
-  static 800/400-token strategy before we see it, so that exact strategy is read as 'auto' too.
+  static 800/400-token strategy before we see it, so that exact strategy is read as 'auto' too;
+- crashes, restarts, concurrent clients and bad files are handled in ResilientFilesMixin (resilience.py), and the
+  kvstore is made safe for concurrent requests (kvstore.py).
 """
 
 import json
@@ -12,11 +14,9 @@ import logging
 import math
 from typing import Any
 
-from llama_stack.core.storage.kvstore import kvstore_impl
 from llama_stack.providers.utils.memory.openai_vector_store_mixin import (
     OPENAI_VECTOR_STORES_FILES_CONTENTS_PREFIX,
     OPENAI_VECTOR_STORES_FILES_PREFIX,
-    OpenAIVectorStoreMixin,
 )
 from llama_stack.providers.utils.memory.vector_store import VectorStoreWithIndex
 from llama_stack.providers.utils.vector_io.filters import parse_filter
@@ -55,6 +55,8 @@ from .config import InlineMilvusConfig, MilvusCommonConfig
 from .errors import MilvusBackendError, invalid_request_on_value_error
 from .filters import translate_filters
 from .index import MilvusIndex
+from .kvstore import open_kvstore
+from .resilience import ResilientFilesMixin
 
 REGISTRATION_PREFIX = "llama_stack_milvus:vector_stores:v1::"
 SEARCH_MODES = ("vector", "keyword", "hybrid")
@@ -71,7 +73,7 @@ def quiet_per_chunk_query_logs() -> None:
         logger.setLevel(logging.WARNING)
 
 
-class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtocolPrivate):
+class MilvusVectorIOAdapter(ResilientFilesMixin, VectorIO, VectorStoresProtocolPrivate):
     def __init__(self, config: MilvusCommonConfig, inference_api: Inference, files_api: Files | None) -> None:
         super().__init__(
             inference_api=inference_api, files_api=files_api, vector_stores_config=config.vector_stores_config
@@ -83,7 +85,7 @@ class MilvusVectorIOAdapter(OpenAIVectorStoreMixin, VectorIO, VectorStoresProtoc
     async def initialize(self) -> None:
         ensure_tiktoken_cache()
         quiet_per_chunk_query_logs()
-        self.kvstore = await kvstore_impl(self.config.persistence)
+        self.kvstore = await open_kvstore(self.config.persistence)
         self.backend = self._open_backend()
         for raw in await self.kvstore.values_in_range(REGISTRATION_PREFIX, REGISTRATION_PREFIX + "\xff"):
             vector_store = VectorStore.model_validate_json(raw)

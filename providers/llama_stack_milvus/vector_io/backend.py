@@ -1,10 +1,12 @@
 """One pymilvus client plus what its Milvus can do; every call runs off the event loop and fails loudly."""
 
 import asyncio
+import fcntl
 import importlib.metadata
 import os
 import re
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,15 @@ class MilvusBackend:
         self.description = description
         self.capabilities = capabilities
         self.timeout_s = timeout_s
+        self._write_locks: dict[str, asyncio.Lock] = {}
+
+    def write_lock(self, collection: str) -> AbstractAsyncContextManager:
+        """Writes to one collection one at a time where we flush after writes (Milvus Lite): under 16 clients two
+        concurrent flushes of one collection failed with "current_seq is monotonic; tried to set 197 < 201", and
+        the attach with them. Servers take concurrent writes."""
+        if not self.capabilities.flush_after_write:
+            return nullcontext()
+        return self._write_locks.setdefault(collection, asyncio.Lock())
 
     async def run(self, action: str, method: Callable[..., Any], **kwargs: Any) -> Any:
         try:
@@ -57,6 +68,13 @@ def open_lite_backend(config: InlineMilvusConfig) -> MilvusBackend:
     try:
         client = MilvusClient(uri=str(path))
     except Exception as e:
+        if lite_file_locked(path):
+            # pymilvus only says "Open local milvus failed"; the real cause stays in Milvus Lite's log.
+            raise RuntimeError(
+                f"Cannot open the Milvus Lite file {path}: another process holds it (a Lite file serves one "
+                "process at a time). Stop the other server using it, or give this one another db_path "
+                "(LLAMA_STACK_MILVUS_DIR)."
+            ) from None
         raise RuntimeError(
             f"Cannot open the Milvus Lite file {path}: {e}. A Lite file serves one process at a time: "
             "stop the other server using it, or give this one another db_path (LLAMA_STACK_MILVUS_DIR)."
@@ -67,6 +85,20 @@ def open_lite_backend(config: InlineMilvusConfig) -> MilvusBackend:
         f"milvus-lite {version}", bm25=True, hnsw=lite3, flush_after_write=True, partition_key_filters=lite3
     )
     return MilvusBackend(client, f"Milvus Lite file {path}", capabilities, config.request_timeout_s)
+
+
+def lite_file_locked(path: Path) -> bool:
+    """Whether another process holds Milvus Lite 3.x's lock on the data directory (flock on <path>/LOCK)."""
+    lock = path / "LOCK"
+    if not lock.is_file():
+        return False
+    with lock.open("rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def open_remote_backend(config: RemoteMilvusConfig) -> MilvusBackend:

@@ -30,6 +30,10 @@ class MilvusCommonConfig(BaseModel):
     request_timeout_s: float = Field(
         default=30.0, gt=0, le=3600, description="Longest a single Milvus call may take before the request fails"
     )
+    # Embedding runs at ~30-60 chunks/s on a CPU: 10 MiB of text is ~20,000 chunks, minutes of work per file.
+    max_file_mib: float = Field(
+        default=10.0, gt=0, description="Largest file (MiB) a vector store ingests; larger ones are refused with 413"
+    )
     # Injected by the stack's resolver from the run config's `vector_stores` section.
     vector_stores_config: VectorStoresConfig | None = None
 

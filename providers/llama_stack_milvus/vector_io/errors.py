@@ -22,6 +22,12 @@ class InvalidRequestError(ProviderError, ValueError):
     status_code: httpx.codes = httpx.codes.BAD_REQUEST
 
 
+class FileTooLargeError(ProviderError):
+    """A file above the configured ingestion limit: a 413 that states the limit."""
+
+    status_code: httpx.codes = httpx.codes.REQUEST_ENTITY_TOO_LARGE
+
+
 class MilvusBackendError(ProviderError):
     """Milvus failed or could not be reached: a 503 that names Milvus, never an empty success."""
 

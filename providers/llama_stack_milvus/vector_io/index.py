@@ -204,14 +204,15 @@ class MilvusIndex(EmbeddingIndex):
         if not rows:
             return
         await self._ensure_loaded()
-        for start in range(0, len(rows), WRITE_BATCH_ROWS):
-            await self.backend.run(
-                f"upsert into {self.collection}",
-                self.backend.client.upsert,
-                collection_name=self.collection,
-                data=rows[start : start + WRITE_BATCH_ROWS],
-            )
-        await self._flush()
+        async with self.backend.write_lock(self.collection):
+            for start in range(0, len(rows), WRITE_BATCH_ROWS):
+                await self.backend.run(
+                    f"upsert into {self.collection}",
+                    self.backend.client.upsert,
+                    collection_name=self.collection,
+                    data=rows[start : start + WRITE_BATCH_ROWS],
+                )
+            await self._flush()
         self._empty = False
 
     async def delete_chunks(self, chunks_for_deletion: list[ChunkForDeletion]) -> None:
@@ -219,9 +220,10 @@ class MilvusIndex(EmbeddingIndex):
         if not row_ids:
             return
         await self._ensure_loaded()
-        for start in range(0, len(row_ids), WRITE_BATCH_ROWS):
-            await self._delete_where(f"{ROW_ID} in [{', '.join(row_ids[start : start + WRITE_BATCH_ROWS])}]")
-        await self._flush()
+        async with self.backend.write_lock(self.collection):
+            for start in range(0, len(row_ids), WRITE_BATCH_ROWS):
+                await self._delete_where(f"{ROW_ID} in [{', '.join(row_ids[start : start + WRITE_BATCH_ROWS])}]")
+            await self._flush()
         self._empty = await self._count() == 0
 
     async def _delete_where(self, expression: str) -> None:
@@ -268,8 +270,9 @@ class MilvusIndex(EmbeddingIndex):
             return
         if self.shared:
             await self._ensure_loaded()
-            await self._delete_where("")
-            await self._flush()
+            async with self.backend.write_lock(self.collection):
+                await self._delete_where("")
+                await self._flush()
         else:
             await self.backend.run(
                 f"drop collection {self.collection}",
