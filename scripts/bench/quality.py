@@ -302,7 +302,8 @@ def plot(results: dict, path: Path) -> None:
     ax.set_xlabel("nDCG@10")
     ax.set_xlim(0, max(values) * 1.12)
     ax.set_title(
-        f"Retrieval quality on {results['data']['name']} ({results['data']['queries']} queries), all-MiniLM-L6-v2",
+        f"Retrieval quality on {results['data']['name']} ({results['data']['queries']} queries), "
+        + results.get("embedder", common.EMBEDDING_MODEL),
         fontsize=10,
     )
     ax.legend(loc="lower right", fontsize=8)
