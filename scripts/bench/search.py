@@ -64,9 +64,9 @@ def timed(queries: list[str], search, budget_s: float) -> dict:
     provider takes seconds per filtered query at 100k chunks."""
     search(queries[0])  # warm-up, not timed
     latencies, hits, errors = [], [], []
-    started = time.perf_counter()
+    began = time.perf_counter()
     for n, query in enumerate(queries):
-        if n >= MIN_QUERIES and time.perf_counter() - started > budget_s:
+        if n >= MIN_QUERIES and time.perf_counter() - began > budget_s:
             break
         started = time.perf_counter()
         try:
