@@ -1,4 +1,5 @@
-"""Entry point for `module: llama_stack_milvus`: specs that replace the built-in inline:: and remote::milvus."""
+"""Entry point for `module: llama_stack_milvus`: specs that replace the built-in inline:: and remote::milvus,
+and inline::llama-cpp (a local chat model)."""
 
 from llama_stack_api import Api, InlineProviderSpec, ProviderSpec
 
@@ -29,5 +30,14 @@ def get_provider_spec() -> list[ProviderSpec]:
             api_dependencies=[Api.inference],
             optional_api_dependencies=[Api.files],
             description="A Milvus server or Zilliz Cloud as the vector store, by llama-stack-milvus.",
+        ),
+        # A llama.cpp server started by the provider: the offline chat model of the embedded distributions.
+        InlineProviderSpec(
+            api=Api.inference,
+            provider_type="inline::llama-cpp",
+            pip_packages=PIP_PACKAGES,
+            module="llama_stack_milvus.inference",
+            config_class="llama_stack_milvus.inference.config.LlamaCppConfig",
+            description="A GGUF model (SmolLM2-135M-Instruct by default) served by llama.cpp, by llama-stack-milvus.",
         ),
     ]

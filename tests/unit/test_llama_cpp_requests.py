@@ -1,0 +1,49 @@
+"""What inline::llama-cpp changes in a chat request before llama.cpp's server sees it."""
+
+from llama_stack_api import OpenAIChatCompletionRequestWithExtraBody
+
+from llama_stack_milvus.inference.adapter import flatten_text_parts, name_the_only_tool
+
+TOOL = {"type": "function", "function": {"name": "knowledge_search", "parameters": {"type": "object"}}}
+
+
+def request(messages, tools=None, tool_choice=None) -> OpenAIChatCompletionRequestWithExtraBody:
+    return OpenAIChatCompletionRequestWithExtraBody(
+        model="m", messages=messages, tools=tools, tool_choice=tool_choice
+    )
+
+
+def test_tool_results_sent_as_text_parts_become_one_string():
+    params = request(
+        [
+            {"role": "user", "content": "q"},
+            {
+                "role": "tool",
+                "tool_call_id": "call_1",
+                "content": [{"type": "text", "text": "found 2 chunks:\n"}, {"type": "text", "text": "chunk one"}],
+            },
+        ]
+    )
+    flattened = [flatten_text_parts(message) for message in params.messages]
+    assert flattened[0].content == "q"
+    assert flattened[1].content == "found 2 chunks:\nchunk one"
+    assert flattened[1].tool_call_id == "call_1"
+
+
+def test_a_single_tool_is_named_on_the_users_turn_only():
+    first = name_the_only_tool(request([{"role": "user", "content": "q"}], tools=[TOOL], tool_choice="auto"))
+    assert first.tool_choice == {"type": "function", "function": {"name": "knowledge_search"}}
+    after_result = request(
+        [{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "c", "content": "r"}],
+        tools=[TOOL],
+        tool_choice="auto",
+    )
+    assert name_the_only_tool(after_result).tool_choice == "auto"
+
+
+def test_an_explicit_choice_or_several_tools_are_left_alone():
+    other = dict(TOOL, function={"name": "other", "parameters": {"type": "object"}})
+    two = request([{"role": "user", "content": "q"}], tools=[TOOL, other], tool_choice="auto")
+    assert name_the_only_tool(two).tool_choice == "auto"
+    none = request([{"role": "user", "content": "q"}], tools=[TOOL], tool_choice="none")
+    assert name_the_only_tool(none).tool_choice == "none"
