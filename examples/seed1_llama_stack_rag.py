@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--url", default="http://localhost:8321")
     parser.add_argument("--docs", type=Path, default=CORPUS / "python-tutorial-rst")
     parser.add_argument("--model")
+    parser.add_argument("--top-k", type=int, default=3, help="chunks file_search may return")
     args = parser.parse_args()
 
     client = LlamaStackClient(base_url=args.url)
@@ -39,12 +40,14 @@ def main() -> None:
         client,
         model=chat_model(client, args.model),
         instructions="You are a helpful assistant",
-        tools=[{"type": "file_search", "vector_store_ids": [store.id]}],
+        # 3 chunks of 1024 tokens: the local model's 8,192-token window cannot take the default 10.
+        tools=[{"type": "file_search", "vector_store_ids": [store.id], "max_num_results": args.top_k}],
     )
     session_id = agent.create_session("seed1-session")
     response = agent.create_turn(messages=[{"role": "user", "content": QUESTION}], session_id=session_id, stream=False)
     searches = [item for item in response.output if item.type == "file_search_call"]
-    searched = sorted({result.filename for item in searches for result in item.results or []})
+    # Llama Stack 0.7.3 reports the file id as `filename`; the attributes carry the name.
+    searched = sorted({(r.attributes or {}).get("source", r.filename) for item in searches for r in item.results or []})
     print(f"file_search results from: {', '.join(searched) or '(no search)'}")
     print(response.output_text)
 

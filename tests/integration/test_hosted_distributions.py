@@ -56,7 +56,8 @@ def test_lists_its_model_and_generates_through_the_local_endpoint(hosted, llama_
     # request went through the distribution's provider to that server.
     assert completion.choices[0].message.content == direct_answer(llama_cpp)
     store = client.vector_stores.create(name=f"{name}-check")
-    assert store.id  # inline Milvus works with the distribution's defaults
+    assert store.id
+    assert (server.data_dir / "milvus.db").exists()  # no MILVUS_URI: Milvus Lite in the state directory
 
 
 def run_example(script: str, server, model: str) -> str:
@@ -87,3 +88,29 @@ def test_seed3_runs_on_the_deepseek_distribution(hosted):
     hits = [line for line in out.splitlines() if line.endswith(".md")]
     assert len(hits) == 3 and hits[0].endswith("logs.md"), out
     assert out.strip().splitlines()[-1].strip() not in hits[-1]
+
+
+def test_milvus_uri_switches_a_distribution_to_a_milvus_server(make_server, llama_cpp, milvus_factory):
+    """MILVUS_URI (and MILVUS_TOKEN) move the together distribution's stores onto a real Milvus server."""
+    from pymilvus import MilvusClient
+
+    milvus = milvus_factory("lite")
+    env = DISTRIBUTIONS["together"][0](llama_cpp.base_url) | {"MILVUS_URI": milvus.uri, "MILVUS_TOKEN": "root:Milvus"}
+    server = make_server("together-remote", run_yaml=ROOT / "distributions" / "together" / "run.yaml", env=env)
+    try:
+        client = LlamaStackClient(base_url=server.base_url, timeout=300)
+        store = client.vector_stores.create(name="on-the-server")
+        page = ROOT / "tests" / "data" / "corpus" / "docker-cli-md" / "logs.md"
+        uploaded = client.files.create(file=(page.name, page.read_bytes()), purpose="assistants")
+        client.vector_stores.files.create(vector_store_id=store.id, file_id=uploaded.id)
+        hits = client.vector_stores.search(vector_store_id=store.id, query="follow the log output").data
+        assert hits and hits[0].filename == "logs.md"
+    finally:
+        server.stop()
+    milvus_client = MilvusClient(uri=milvus.uri)
+    try:
+        collections = milvus_client.list_collections()
+    finally:
+        milvus_client.close()
+    assert collections, "no collection on the Milvus server: the store went elsewhere"
+    assert not (server.data_dir / "milvus.db").exists()

@@ -47,3 +47,34 @@ def test_an_explicit_choice_or_several_tools_are_left_alone():
     assert name_the_only_tool(two).tool_choice == "auto"
     none = request([{"role": "user", "content": "q"}], tools=[TOOL], tool_choice="none")
     assert name_the_only_tool(none).tool_choice == "none"
+
+
+def test_control_characters_in_tool_arguments_become_spaces():
+    import json
+
+    from openai.types.chat import ChatCompletionChunk
+
+    from llama_stack_milvus.inference.adapter import clean_tool_arguments
+
+    raw_arguments = '{"query": "a\nb\tc"}'  # a raw newline and tab inside the JSON string, as SmolLM2 writes
+    chunk = ChatCompletionChunk.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {"index": 0, "function": {"name": "knowledge_search", "arguments": raw_arguments}}
+                        ]
+                    },
+                }
+            ],
+        }
+    )
+    clean_tool_arguments(chunk)
+    arguments = chunk.choices[0].delta.tool_calls[0].function.arguments
+    assert json.loads(arguments) == {"query": "a b c"}

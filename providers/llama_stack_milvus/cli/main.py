@@ -6,6 +6,7 @@
 """
 
 import argparse
+import logging
 import os
 import sys
 import textwrap
@@ -89,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # llama_stack_client configures logging at INFO on import, which would print every HTTP request.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return run(args)
     except APIConnectionError:

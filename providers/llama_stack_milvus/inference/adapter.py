@@ -1,8 +1,10 @@
 """inline::llama-cpp: the stack's OpenAI client for a llama.cpp server this provider starts and stops."""
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from llama_stack.log import get_logger
 from llama_stack.providers.utils.inference.openai_mixin import OpenAIMixin
@@ -53,6 +55,29 @@ def name_the_only_tool(
     return params.model_copy(update={"tool_choice": {"type": "function", "function": {"name": name}}})
 
 
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f]")
+
+
+def clean_tool_arguments(response: Any) -> None:
+    """Turns control characters in a completion's (or chunk's) tool-call arguments into spaces, in place.
+
+    SmolLM2 sometimes writes a raw newline inside a JSON string of its arguments, and the stack's json.loads
+    rejects the call ("Invalid control character"), failing the whole response. A space is valid JSON both
+    inside and outside strings, so the arguments parse and keep their meaning.
+    """
+    for choice in getattr(response, "choices", None) or []:
+        message = getattr(choice, "delta", None) or getattr(choice, "message", None)
+        for call in getattr(message, "tool_calls", None) or []:
+            if call.function and call.function.arguments:
+                call.function.arguments = CONTROL_CHARACTERS.sub(" ", call.function.arguments)
+
+
+async def _cleaned(stream: AsyncIterator[OpenAIChatCompletionChunk]) -> AsyncIterator[OpenAIChatCompletionChunk]:
+    async for chunk in stream:
+        clean_tool_arguments(chunk)
+        yield chunk
+
+
 class LlamaCppInferenceAdapter(OpenAIMixin):
     config: LlamaCppConfig
     _server: LlamaCppServer | None = PrivateAttr(default=None)
@@ -100,4 +125,8 @@ class LlamaCppInferenceAdapter(OpenAIMixin):
             params = params.model_copy(update={"max_tokens": self.config.max_tokens})
         if self.config.name_the_only_tool:
             params = name_the_only_tool(params)
-        return await super().openai_chat_completion(params)
+        response = await super().openai_chat_completion(params)
+        if params.stream:
+            return _cleaned(response)
+        clean_tool_arguments(response)
+        return response
