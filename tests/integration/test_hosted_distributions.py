@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import milvus_server
 import pytest
 from llama_stack_client import LlamaStackClient
 
@@ -94,7 +95,7 @@ def test_milvus_uri_switches_a_distribution_to_a_milvus_server(make_server, llam
     """MILVUS_URI (and MILVUS_TOKEN) move the together distribution's stores onto a real Milvus server."""
     from pymilvus import MilvusClient
 
-    milvus = milvus_factory("lite")
+    milvus = milvus_factory("lite", fresh=True)  # its own: other tests' BM25 rankings on the shared one stay theirs
     env = DISTRIBUTIONS["together"][0](llama_cpp.base_url) | {"MILVUS_URI": milvus.uri, "MILVUS_TOKEN": "root:Milvus"}
     server = make_server("together-remote", run_yaml=ROOT / "distributions" / "together" / "run.yaml", env=env)
     try:
@@ -112,5 +113,6 @@ def test_milvus_uri_switches_a_distribution_to_a_milvus_server(make_server, llam
         collections = milvus_client.list_collections()
     finally:
         milvus_client.close()
+    milvus_server.stop_server(milvus)
     assert collections, "no collection on the Milvus server: the store went elsewhere"
     assert not (server.data_dir / "milvus.db").exists()

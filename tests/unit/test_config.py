@@ -39,7 +39,7 @@ def test_remote_config_requires_a_uri_scheme_and_hides_the_token() -> None:
 
 def test_provider_specs_replace_both_builtin_types() -> None:
     specs = {spec.provider_type: spec for spec in get_provider_spec()}
-    assert set(specs) == {"inline::milvus", "remote::milvus"}
+    assert set(specs) == {"inline::milvus", "remote::milvus", "inline::llama-cpp"}
     assert specs["inline::milvus"].config_class.endswith("InlineMilvusConfig")
 
 
