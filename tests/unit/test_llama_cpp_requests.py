@@ -78,3 +78,30 @@ def test_control_characters_in_tool_arguments_become_spaces():
     clean_tool_arguments(chunk)
     arguments = chunk.choices[0].delta.tool_calls[0].function.arguments
     assert json.loads(arguments) == {"query": "a b c"}
+
+
+def test_the_named_tools_string_arguments_are_bounded():
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "knowledge_search",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}, "mode": {"type": "string", "enum": ["a", "b"]}},
+            },
+        },
+    }
+    named = name_the_only_tool(request([{"role": "user", "content": "q"}], tools=[tool], tool_choice="auto"))
+    properties = named.tools[0]["function"]["parameters"]["properties"]
+    assert properties["query"] == {"type": "string", "maxLength": 300}
+    assert "maxLength" not in properties["mode"]
+    assert tool["function"]["parameters"]["properties"]["query"] == {"type": "string"}  # the caller's is untouched
+
+
+def test_a_tool_already_named_is_bounded_too():
+    named = {"type": "function", "function": {"name": "knowledge_search"}}
+    schema = {"type": "object", "properties": {"query": {"type": "string"}}}
+    tool = {"type": "function", "function": {"name": "knowledge_search", "parameters": schema}}
+    params = name_the_only_tool(request([{"role": "user", "content": "q"}], tools=[tool], tool_choice=named))
+    assert params.tool_choice == named
+    assert params.tools[0]["function"]["parameters"]["properties"]["query"]["maxLength"] == 300

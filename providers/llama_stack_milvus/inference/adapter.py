@@ -38,23 +38,40 @@ def flatten_text_parts(message: OpenAIMessageParam) -> OpenAIMessageParam:
 def name_the_only_tool(
     params: OpenAIChatCompletionRequestWithExtraBody,
 ) -> OpenAIChatCompletionRequestWithExtraBody:
-    """The request with tool_choice naming its single tool, if it offers one and leaves the choice to the model.
+    """On the user's turn, a request offering one tool gets it named (unless the choice is "none") and bounded.
 
     SmolLM2-135M given tool_choice "auto" (or "required") answers from memory and never calls file_search
     (measured: 0 of 5), while a named tool is called 5 of 5 times. Only the turn that follows the user's
     message is constrained: once a tool result is in, the model answers freely.
     """
     tools = params.tools or []
-    if len(tools) != 1 or params.tool_choice not in (None, "auto", "required") or not params.messages:
+    if len(tools) != 1 or not params.messages or params.messages[-1].role != "user":
         return params
-    if params.messages[-1].role != "user":
+    function = tools[0].get("function", {})
+    name = function.get("name")
+    choice = params.tool_choice
+    named = isinstance(choice, dict) and choice.get("function", {}).get("name") == name
+    if not name or (choice not in (None, "auto", "required") and not named):
         return params
-    name = tools[0].get("function", {}).get("name")
-    if not name:
-        return params
-    return params.model_copy(update={"tool_choice": {"type": "function", "function": {"name": name}}})
+    # A named tool is generated under a grammar made from its JSON schema; bounding its strings makes the
+    # arguments end: SmolLM2 otherwise can repeat the context inside the query until max_tokens cuts the JSON.
+    tool = {**tools[0], "function": {**function, "parameters": bound_strings(function.get("parameters") or {})}}
+    return params.model_copy(update={"tools": [tool], "tool_choice": {"type": "function", "function": {"name": name}}})
 
 
+def bound_strings(schema: Any) -> Any:
+    """A copy of a JSON schema in which every string without a maxLength gets MAX_ARGUMENT_CHARS."""
+    if isinstance(schema, list):
+        return [bound_strings(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {key: bound_strings(value) for key, value in schema.items()}
+    if schema.get("type") == "string" and "maxLength" not in schema and "enum" not in schema:
+        bounded["maxLength"] = MAX_ARGUMENT_CHARS
+    return bounded
+
+
+MAX_ARGUMENT_CHARS = 300
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f]")
 
 
