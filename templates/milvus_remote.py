@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/gen_distribu
 import milvus_embedded as embedded  # noqa: E402
 
 NAME = "milvus-remote"
-STATE_DIR = "${env.LLAMA_STACK_MILVUS_DIR:=~/.llama/distributions/milvus-remote}"
 
 
 def vector_io_providers() -> list[dict[str, Any]]:
@@ -41,4 +40,4 @@ def vector_io_providers() -> list[dict[str, Any]]:
 
 
 def run_config() -> dict[str, Any]:
-    return embedded.run_config(name=NAME, state_dir=STATE_DIR, vector_io=vector_io_providers())
+    return embedded.run_config(name=NAME, vector_io=vector_io_providers())

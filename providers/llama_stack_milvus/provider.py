@@ -1,5 +1,5 @@
-"""Entry point for `module: llama_stack_milvus`: our inline:: and remote::milvus (they replace the built-in ones)
-and inline::onnx-embeddings."""
+"""Entry point for `module: llama_stack_milvus`: our inline:: and remote::milvus (they replace the built-in ones),
+inline::onnx-embeddings and inline::llama-cpp (a local chat model)."""
 
 from llama_stack_api import Api, InlineProviderSpec, ProviderSpec
 
@@ -38,5 +38,14 @@ def get_provider_spec() -> list[ProviderSpec]:
             module="llama_stack_milvus.embeddings",
             config_class="llama_stack_milvus.embeddings.config.OnnxEmbeddingsConfig",
             description="all-MiniLM-L6-v2 embeddings through ONNX Runtime (int8), by llama-stack-milvus.",
+        ),
+        # A llama.cpp server started by the provider: the offline chat model of the embedded distributions.
+        InlineProviderSpec(
+            api=Api.inference,
+            provider_type="inline::llama-cpp",
+            pip_packages=PIP_PACKAGES,
+            module="llama_stack_milvus.inference",
+            config_class="llama_stack_milvus.inference.config.LlamaCppConfig",
+            description="A GGUF model (SmolLM2-135M-Instruct by default) served by llama.cpp, by llama-stack-milvus.",
         ),
     ]

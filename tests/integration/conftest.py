@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -23,6 +24,9 @@ sys.path.insert(0, str(ROOT / "tests" / "data"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import milvus_server  # noqa: E402
+
+if TYPE_CHECKING:
+    from llama_stack_milvus.inference.server import LlamaCppServer
 
 
 def free_port() -> int:
@@ -124,6 +128,12 @@ def server_env() -> dict[str, str]:
         "MILVUS_TOKEN",
         "MILVUS_DB_NAME",
         "MILVUS_COLLECTION_MODE",
+        "TOGETHER_URL",
+        "DEEPSEEK_API_KEY",
+        "DEEPSEEK_URL",
+        "VLLM_MODEL",
+        "LLAMA_CPP_URL",
+        "LLAMA_CPP_MODEL",
     ):
         env.pop(name, None)
     return env
@@ -201,3 +211,22 @@ def reliability_figures(tmp_path_factory) -> Iterator[dict]:
     yield data
     path = tmp_path_factory.getbasetemp() / "reliability_measurements.json"
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+# ------------------------------------------------------------------------------------ the local LLM
+
+
+@pytest.fixture(scope="session")
+def llama_cpp() -> Iterator["LlamaCppServer"]:
+    """A llama.cpp server with SmolLM2-135M-Instruct on a free port: the stand-in for vLLM, Together, DeepSeek."""
+    from llama_stack_milvus.inference.server import start_server
+
+    server = start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def rag_server(make_server) -> StackServer:
+    """One milvus-embedded server (with its own local LLM) shared by the local-LLM, CLI and seed 1 tests."""
+    return make_server("rag")

@@ -37,9 +37,9 @@ def test_remote_config_requires_a_uri_scheme_and_hides_the_token() -> None:
     assert config.token.get_secret_value() == "root:Milvus"
 
 
-def test_provider_specs_replace_both_builtin_types_and_add_onnx_embeddings() -> None:
+def test_provider_specs_replace_both_builtin_types_and_add_inference_providers() -> None:
     specs = {spec.provider_type: spec for spec in get_provider_spec()}
-    assert set(specs) == {"inline::milvus", "remote::milvus", "inline::onnx-embeddings"}
+    assert set(specs) == {"inline::milvus", "remote::milvus", "inline::onnx-embeddings", "inline::llama-cpp"}
     assert specs["inline::milvus"].config_class.endswith("InlineMilvusConfig")
     assert specs["inline::onnx-embeddings"].api.value == "inference"
 

@@ -94,7 +94,8 @@ class MilvusVectorIOAdapter(ResilientFilesMixin, VectorIO, VectorStoresProtocolP
 
     def _open_backend(self) -> MilvusBackend:
         if isinstance(self.config, InlineMilvusConfig):
-            return open_lite_backend(self.config)
+            server = self.config.server_config()
+            return open_remote_backend(server) if server else open_lite_backend(self.config)
         return open_remote_backend(self.config)
 
     async def shutdown(self) -> None:

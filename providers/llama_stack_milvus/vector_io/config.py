@@ -42,6 +42,17 @@ class InlineMilvusConfig(MilvusCommonConfig):
     """Milvus Lite: a local data file (a directory with Lite 3.x), one process at a time."""
 
     db_path: str = Field(description="Path of the Milvus Lite data file; ~ is expanded")
+    # One run.yaml cannot switch provider_type on an env var (the stack's ${env} syntax has no "else"), so the
+    # together/vllm/deepseek distributions keep inline::milvus and hand MILVUS_URI/MILVUS_TOKEN in here.
+    uri: str | None = Field(default=None, description="If set, use the Milvus server at this URI instead of db_path")
+    token: SecretStr | None = Field(default=None, description="With uri: user:password or a Zilliz Cloud API key")
+
+    def server_config(self) -> "RemoteMilvusConfig | None":
+        """The remote config equivalent to this one when `uri` names a server, else None (use the Lite file)."""
+        if not self.uri:
+            return None
+        common = self.model_dump(exclude={"db_path", "uri", "token"})
+        return RemoteMilvusConfig(**common, uri=self.uri, token=self.token)
 
     @field_validator("db_path")
     @classmethod

@@ -1,0 +1,34 @@
+"""Helpers shared by the seed examples: the client, a fresh store, the model to answer with."""
+
+from pathlib import Path
+
+from llama_stack_client import LlamaStackClient
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "tests" / "data" / "corpus"
+EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDING_DIMENSION = 384
+
+
+def fresh_store(client: LlamaStackClient, name: str):
+    """A new, empty vector store named `name`; stores of that name are deleted first (the seeds drop theirs)."""
+    for store in client.vector_stores.list():
+        if store.name == name:
+            client.vector_stores.delete(store.id)
+    return client.vector_stores.create(name=name)
+
+
+def chat_model(client: LlamaStackClient, requested: str | None) -> str:
+    """The requested model, or the server's first chat model (the local SmolLM2 on milvus-embedded)."""
+    if requested:
+        return requested
+    return next(model.id for model in client.models.list() if model.model_type == "llm")
+
+
+def embed(client: LlamaStackClient, texts: list[str], batch: int = 64) -> list[list[float]]:
+    """Embeddings computed by the server's all-MiniLM-L6-v2 (normalised: inner product equals cosine)."""
+    vectors: list[list[float]] = []
+    for start in range(0, len(texts), batch):
+        response = client.embeddings.create(model=EMBEDDING_MODEL, input=texts[start : start + batch])
+        vectors += [item.embedding for item in response.data]
+    return vectors
