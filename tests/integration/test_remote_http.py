@@ -188,6 +188,7 @@ import_tests(
     test_invalid_search_parameters_are_a_400_naming_the_field={"keep": True},
     test_malformed_filter_is_a_400_naming_the_problem={"keep": True},
     test_hybrid_rankers_find_the_document_with_scores_in_unit_range={"fixed_mode": "hybrid"},
+    test_hybrid_without_ranking_options_is_the_recommended_weighted_fusion={"fixed_mode": "hybrid"},
     test_largest_allowed_max_num_results_is_accepted={"fixed_mode": "hybrid"},
 )
 
