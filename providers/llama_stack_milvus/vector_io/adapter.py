@@ -174,9 +174,9 @@ class MilvusVectorIOAdapter(ResilientFilesMixin, VectorIO, VectorStoresProtocolP
         return await super().openai_create_vector_store(params)
 
     # The mixin stores a file's chunks one kvstore key each: with the sqlite kvstore that is a connection and a
-    # commit per chunk (the largest cost of an attach after embedding), and its range read returns them in key
-    # order (0, 1, 10, 100, 11, ...). We store the list under one key: one commit, chunks in file order. Files
-    # stored the mixin's way still load, and the mixin's delete removes both shapes (it deletes keys 0..n-1).
+    # commit per chunk, and its range read returns them in key order (0, 1, 10, 100, 11, ...). We store the list
+    # under one key: one commit, chunks in file order. Files stored the mixin's way still load, and the mixin's
+    # delete removes both shapes (it deletes keys 0..n-1).
     async def _save_openai_vector_store_file(
         self, store_id: str, file_id: str, file_info: dict[str, Any], file_contents: list[dict[str, Any]]
     ) -> None:
