@@ -1,5 +1,6 @@
 """Helpers shared by the seed examples: the client, a fresh store, the model to answer with."""
 
+import uuid
 from pathlib import Path
 
 from llama_stack_client import LlamaStackClient
@@ -11,11 +12,14 @@ EMBEDDING_DIMENSION = 384
 
 
 def fresh_store(client: LlamaStackClient, name: str):
-    """A new, empty vector store named `name`; stores of that name are deleted first (the seeds drop theirs)."""
+    """A new, empty vector store named `name`; stores of that name are deleted first (the seeds drop theirs).
+    It embeds queries with EMBEDDING_MODEL, the model `embed` uses for the chunks the seeds insert themselves."""
     for store in client.vector_stores.list():
         if store.name == name:
             client.vector_stores.delete(store.id)
-    return client.vector_stores.create(name=name)
+    return client.vector_stores.create(
+        name=name, extra_body={"embedding_model": EMBEDDING_MODEL, "embedding_dimension": EMBEDDING_DIMENSION}
+    )
 
 
 def chat_model(client: LlamaStackClient, requested: str | None) -> str:
@@ -32,3 +36,20 @@ def embed(client: LlamaStackClient, texts: list[str], batch: int = 64) -> list[l
         response = client.embeddings.create(model=EMBEDDING_MODEL, input=texts[start : start + batch])
         vectors += [item.embedding for item in response.data]
     return vectors
+
+
+def insert_chunks(client: LlamaStackClient, store_id: str, texts: list[str], sources: list[str]) -> None:
+    """Embeds `texts` with the server's model and inserts them as chunks whose `source` attribute is their file."""
+    chunks = [
+        {
+            "chunk_id": str(uuid.uuid4()),
+            "content": text,
+            "metadata": {"source": source},
+            "chunk_metadata": {"document_id": source, "source": source},
+            "embedding": vector,
+            "embedding_dimension": EMBEDDING_DIMENSION,
+            "embedding_model": EMBEDDING_MODEL,
+        }
+        for text, source, vector in zip(texts, sources, embed(client, texts), strict=True)
+    ]
+    client.vector_io.insert(vector_store_id=store_id, chunks=chunks)

@@ -10,10 +10,9 @@ as in the tutorial). Offline, pages of the Python FAQ stand in for the Milvus do
 """
 
 import argparse
-import uuid
 from pathlib import Path
 
-from _common import CORPUS, EMBEDDING_DIMENSION, EMBEDDING_MODEL, chat_model, embed, fresh_store
+from _common import CORPUS, chat_model, fresh_store, insert_chunks
 from llama_stack_client import LlamaStackClient
 
 from llama_stack_milvus.cli.documents import html_to_text
@@ -78,19 +77,7 @@ def main() -> None:
     print(f"{len(pages)} pages became {len(texts)} chunks")
 
     store = fresh_store(client, "seed2-docs")
-    chunks = [
-        {
-            "chunk_id": str(uuid.uuid4()),
-            "content": text,
-            "metadata": {"source": source},
-            "chunk_metadata": {"document_id": source, "source": source},
-            "embedding": vector,
-            "embedding_dimension": EMBEDDING_DIMENSION,
-            "embedding_model": EMBEDDING_MODEL,
-        }
-        for text, source, vector in zip(texts, sources, embed(client, texts), strict=True)
-    ]
-    client.vector_io.insert(vector_store_id=store.id, chunks=chunks)
+    insert_chunks(client, store.id, texts, sources)
 
     hits = client.vector_stores.search(vector_store_id=store.id, query=args.question, max_num_results=2).data
     for hit in hits:

@@ -12,10 +12,9 @@ Milvus FAQ) stands in (pass your own with --docs).
 
 import argparse
 import re
-import uuid
 from pathlib import Path
 
-from _common import CORPUS, EMBEDDING_DIMENSION, EMBEDDING_MODEL, chat_model, embed, fresh_store
+from _common import CORPUS, chat_model, fresh_store, insert_chunks
 from llama_stack_client import LlamaStackClient
 from openai import OpenAI
 
@@ -56,19 +55,7 @@ def main() -> None:
     print(f"{len(lines)} text lines")
 
     store = fresh_store(client, "seed3-faq")
-    chunks = [
-        {
-            "chunk_id": str(uuid.uuid4()),
-            "content": text,
-            "metadata": {"source": source},
-            "chunk_metadata": {"document_id": source, "source": source},
-            "embedding": vector,
-            "embedding_dimension": EMBEDDING_DIMENSION,
-            "embedding_model": EMBEDDING_MODEL,
-        }
-        for text, source, vector in zip(lines, sources, embed(client, lines), strict=True)
-    ]
-    client.vector_io.insert(vector_store_id=store.id, chunks=chunks)
+    insert_chunks(client, store.id, lines, sources)
 
     openai = OpenAI(base_url=f"{args.url}/v1", api_key="unused")
     hits = openai.vector_stores.search(vector_store_id=store.id, query=args.question, max_num_results=3).data
