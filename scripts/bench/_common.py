@@ -147,6 +147,28 @@ def cached_embeddings(
     return vectors
 
 
+def insert_chunks(
+    client, store_id: str, rows: list[dict], vectors: np.ndarray, embedder: str = "torch", batch: int = 1000
+) -> None:
+    """Inserts rows {id, text, document_id, attributes} with their precomputed vectors through `vector_io.insert`."""
+    for start in range(0, len(rows), batch):
+        client.vector_io.insert(
+            vector_store_id=store_id,
+            chunks=[
+                {
+                    "content": row["text"],
+                    "chunk_id": row["id"],
+                    "metadata": row["attributes"],
+                    "chunk_metadata": {"chunk_id": row["id"], "document_id": row["document_id"]},
+                    "embedding": vectors[i].tolist(),
+                    "embedding_model": STACK_MODEL_IDS[embedder],
+                    "embedding_dimension": EMBEDDING_DIMENSION,
+                }
+                for i, row in enumerate(rows[start : start + batch], start=start)
+            ],
+        )
+
+
 # ----------------------------------------------------------------------------------------------- the server
 
 

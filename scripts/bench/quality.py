@@ -166,22 +166,11 @@ def run_stack(
             client = LlamaStackClient(base_url=server.base_url, timeout=900, max_retries=0)
             store = client.vector_stores.create(name=f"quality-{data.folder.name}")
             started = time.perf_counter()
-            for start in range(0, len(doc_ids), batch):
-                client.vector_io.insert(
-                    vector_store_id=store.id,
-                    chunks=[
-                        {
-                            "content": doc_texts[i],
-                            "chunk_id": doc_ids[i],
-                            "metadata": {"document_id": doc_ids[i]},
-                            "chunk_metadata": {"chunk_id": doc_ids[i], "document_id": doc_ids[i]},
-                            "embedding": doc_vectors[i].tolist(),
-                            "embedding_model": common.STACK_MODEL_IDS[embedder],
-                            "embedding_dimension": common.EMBEDDING_DIMENSION,
-                        }
-                        for i in range(start, min(start + batch, len(doc_ids)))
-                    ],
-                )
+            rows = [
+                {"id": doc_id, "text": text, "document_id": doc_id, "attributes": {"document_id": doc_id}}
+                for doc_id, text in zip(doc_ids, doc_texts, strict=True)
+            ]
+            common.insert_chunks(client, store.id, rows, doc_vectors, embedder, batch)
             result["insert_s"] = round(time.perf_counter() - started, 1)
             print(f"[{label}] inserted {len(doc_ids)} chunks in {result['insert_s']} s", file=sys.stderr)
             try:  # warm-up, not timed: the server loads the embedding model on its first query

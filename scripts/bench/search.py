@@ -94,22 +94,11 @@ def run_stack(
             client = LlamaStackClient(base_url=server.base_url, timeout=600, max_retries=0)
             store = client.vector_stores.create(name=f"search-{label}")
             started = time.perf_counter()
-            for start in range(0, len(chunks), INSERT_BATCH):
-                client.vector_io.insert(
-                    vector_store_id=store.id,
-                    chunks=[
-                        {
-                            "content": chunk["text"],
-                            "chunk_id": chunk["id"],
-                            "metadata": attributes(chunk),
-                            "chunk_metadata": {"chunk_id": chunk["id"], "document_id": chunk["source"]},
-                            "embedding": vectors[i].tolist(),
-                            "embedding_model": common.EMBEDDING_MODEL,
-                            "embedding_dimension": common.EMBEDDING_DIMENSION,
-                        }
-                        for i, chunk in enumerate(chunks[start : start + INSERT_BATCH], start=start)
-                    ],
-                )
+            rows = [
+                {"id": c["id"], "text": c["text"], "document_id": c["source"], "attributes": attributes(c)}
+                for c in chunks
+            ]
+            common.insert_chunks(client, store.id, rows, vectors, "torch", INSERT_BATCH)
             result["insert_s"] = round(time.perf_counter() - started, 1)
             print(f"[{label}] inserted {len(chunks)} chunks in {result['insert_s']} s", file=sys.stderr)
             for mode in MODES:
