@@ -181,13 +181,14 @@ class MilvusVectorIOAdapter(ResilientFilesMixin, VectorIO, VectorStoresProtocolP
         self, store_id: str, file_id: str, file_info: dict[str, Any], file_contents: list[dict[str, Any]]
     ) -> None:
         prefix = self._contents_prefix(store_id, file_id)
-        stale = await self.kvstore.values_in_range(prefix, prefix + "\xff")
+        # Keys only: reading the values back would load the previous contents (embeddings included) on every attach.
+        stale = [key for key in await self.kvstore.keys_in_range(prefix, prefix + "\xff") if key != f"{prefix}0"]
         await self.kvstore.set(
             key=f"{OPENAI_VECTOR_STORES_FILES_PREFIX}{store_id}:{file_id}", value=json.dumps(file_info)
         )
         await self.kvstore.set(key=f"{prefix}0", value=json.dumps(file_contents))
-        for index in range(1, len(stale)):
-            await self.kvstore.delete(f"{prefix}{index}")
+        for key in stale:
+            await self.kvstore.delete(key)
 
     async def _load_openai_vector_store_file_contents(self, store_id: str, file_id: str) -> list[dict[str, Any]]:
         prefix = self._contents_prefix(store_id, file_id)
