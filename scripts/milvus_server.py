@@ -12,7 +12,7 @@ Two kinds:
 Library use (tests put ``<repo>/scripts`` on ``sys.path``)::
 
     server = start_server("standalone", tmp_path / "milvus")   # waits until list_collections() works
-    client = MilvusClient(uri=server.uri, token=server.token)
+    client = connect(server.uri, server.token)                 # a MilvusClient with its own connection
     server = restart_server(server)                             # same data dir, same port
     stop_server(server)                                         # SIGTERM to the process group, then SIGKILL
 
@@ -68,6 +68,10 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pymilvus import MilvusClient
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDALONE_VENV = ROOT / ".venv-milvus235"
@@ -441,10 +445,20 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _list_collections(uri: str, token: str | None) -> list[str]:
+def connect(uri: str, token: str | None = None, timeout: float = 10) -> MilvusClient:
+    """A MilvusClient with its own gRPC connection, closed by ``client.close()``.
+
+    pymilvus (2.6) otherwise shares one connection per URI for the whole process and never closes it: it keeps
+    pinging while idle, ``milvus-lite server`` answers with GOAWAY "Too many pings", and a later client to the same
+    URI inherits the broken connection and the first client's connect timeout (a CI run failed that way).
+    """
     from pymilvus import MilvusClient
 
-    client = MilvusClient(uri=uri, token=token or "", timeout=5)
+    return MilvusClient(uri=uri, token=token or "", timeout=timeout, dedicated=True)
+
+
+def _list_collections(uri: str, token: str | None) -> list[str]:
+    client = connect(uri, token, timeout=5)
     try:
         return client.list_collections()
     finally:

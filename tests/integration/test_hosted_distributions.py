@@ -93,8 +93,6 @@ def test_seed3_runs_on_the_deepseek_distribution(hosted):
 
 def test_milvus_uri_switches_a_distribution_to_a_milvus_server(make_server, llama_cpp, milvus_factory):
     """MILVUS_URI (and MILVUS_TOKEN) move the together distribution's stores onto a real Milvus server."""
-    from pymilvus import MilvusClient
-
     milvus = milvus_factory("lite", fresh=True)  # its own: other tests' BM25 rankings on the shared one stay theirs
     env = DISTRIBUTIONS["together"][0](llama_cpp.base_url) | {"MILVUS_URI": milvus.uri, "MILVUS_TOKEN": "root:Milvus"}
     server = make_server("together-remote", run_yaml=ROOT / "distributions" / "together" / "run.yaml", env=env)
@@ -108,7 +106,7 @@ def test_milvus_uri_switches_a_distribution_to_a_milvus_server(make_server, llam
         assert hits and hits[0].filename == "logs.md"
     finally:
         server.stop()
-    milvus_client = MilvusClient(uri=milvus.uri)
+    milvus_client = milvus_server.connect(milvus.uri)
     try:
         collections = milvus_client.list_collections()
     finally:

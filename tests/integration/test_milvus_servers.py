@@ -94,7 +94,7 @@ def restart_and_check(server: milvus_server.MilvusServer) -> milvus_server.Milvu
     server = milvus_server.restart_server(server)
     assert server.port == old_port and server.pid != old_pid
     assert milvus_server._group_pids(old_pid) == []
-    client = MilvusClient(uri=server.uri, token=server.token or "")
+    client = milvus_server.connect(server.uri, server.token)
     assert count(client) == 60
     client.close()
     return server
@@ -107,7 +107,7 @@ def test_lite_round_trip_bm25_hybrid_restart_and_stop(tmp_path: Path) -> None:
     try:
         assert server.uri == f"http://127.0.0.1:{server.port}" and server.token is None
         assert server.started_in_seconds < 30
-        client = MilvusClient(uri=server.uri)
+        client = milvus_server.connect(server.uri)
         assert client.get_server_version().startswith("milvus_lite-3.")
         round_trip(client)
 
@@ -152,11 +152,11 @@ def test_standalone_auth_round_trip_restart_and_stop(tmp_path: Path) -> None:
         assert len(ports) == len(server.ports), f"two listeners share a port: {server.ports}"
         assert 19530 not in ports and 2379 not in ports and 2380 not in ports
         with pytest.raises(MilvusException) as refused:
-            MilvusClient(uri=server.uri, token="root:wrong", timeout=5)
+            milvus_server.connect(server.uri, "root:wrong", timeout=5)
         cause = refused.value.__cause__
         assert isinstance(cause, grpc.RpcError) and cause.code() == grpc.StatusCode.UNAUTHENTICATED, cause
 
-        client = MilvusClient(uri=server.uri, token=server.token)
+        client = milvus_server.connect(server.uri, server.token)
         assert client.get_server_version() == "v2.3.5-lite"
         round_trip(client)
         client.close()
@@ -193,7 +193,7 @@ def test_cli_start_status_stop(tmp_path: Path, kind: str) -> None:
         assert values["MILVUS_URI"] == state.uri
         assert values["MILVUS_TOKEN"] == (state.token or "")
         assert state.is_running()  # detached: outlives the CLI process
-        client = MilvusClient(uri=state.uri, token=state.token or "")
+        client = milvus_server.connect(state.uri, state.token)
         assert client.list_collections() == []
         client.close()
         assert cli("status", "--data", str(data)).returncode == 0

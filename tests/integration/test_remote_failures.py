@@ -24,7 +24,6 @@ import test_remote_http as remote
 import test_server_http as http_suite
 import testdocs
 from llama_stack_client import LlamaStackClient
-from pymilvus import MilvusClient
 
 pytestmark = pytest.mark.server
 
@@ -266,7 +265,7 @@ def test_shared_collection_holds_20_stores_whose_searches_never_cross(milvus_fac
                     chunks = chunks or len(hits)
                     assert len(hits) == chunks, (index, len(hits), chunks)  # no other store's copies
 
-        admin = MilvusClient(uri=milvus.uri, token=milvus.token or "")
+        admin = milvus_server.connect(milvus.uri, milvus.token)
         try:
             assert admin.list_collections() == ["llama_stack_chunks_384"]
             # Deleting one store removes its rows only; the collection and the other stores stay.

@@ -8,11 +8,11 @@ stack data directory). On Milvus 2.3.5 the searches compared across the restart 
 from typing import Any
 
 import httpx
+import milvus_server
 import pytest
 import test_remote_http as remote
 import test_server_restart as suite
 import testdocs
-from pymilvus import MilvusClient
 
 # Fixtures used as they are: test_remote_http's server parametrization, and the restart suite's fixture that builds
 # stores and restarts the stack (it uses `server`, replaced below).
@@ -64,7 +64,7 @@ def test_deleted_store_has_no_milvus_collection(server, before, milvus):
     from llama_stack_milvus.vector_io.index import collection_name_for
 
     # The Lite server may still be reloading collections for the restarted stack: more than the 10 s default.
-    client = MilvusClient(uri=milvus.uri, token=milvus.token or "", timeout=60)
+    client = milvus_server.connect(milvus.uri, milvus.token, timeout=60)
     try:
         collections = set(client.list_collections())
     finally:
