@@ -5,7 +5,9 @@
 
 Moving a deployment from a Lite file to a server, or from Milvus Lite 2.x to 3.x (3.x cannot open 2.x files),
 is an export then an import; the stack's kvstore (store and file records) stays as it is, since ids do not
-change. A Lite 2.x file opens only with milvus-lite 2.5: run `export` in an environment that has it
+change. Imported collections are created in the current layout (attributes in the dynamic field, see
+vector_io/attributes.py): exporting a 0.1 collection and importing it into a new file or server upgrades it.
+A Lite 2.x file opens only with milvus-lite 2.5: run `export` in an environment that has it
 (`pip install llama-stack-milvus milvus-lite==2.5.1`). Importing twice is safe: rows are upserted.
 """
 
@@ -17,23 +19,27 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .vector_io.attributes import ATTRIBUTES_FIELD, AttributeLayout, layout_of
 from .vector_io.backend import MilvusBackend, open_lite_backend, open_remote_backend
 from .vector_io.config import InlineMilvusConfig, RemoteMilvusConfig
-from .vector_io.index import ATTRIBUTES_FIELD, ROW_ID, STORE_FIELD, create_chunk_collection
+from .vector_io.index import ROW_ID, STORE_FIELD, create_chunk_collection
 
-OUR_FIELDS = {ROW_ID, "content", "vector", ATTRIBUTES_FIELD, "chunk_info"}
+OUR_FIELDS = {ROW_ID, "content", "vector", "chunk_info"}
 MANIFEST = "manifest.json"
 BATCH_ROWS = 500
 # The provider's kvstore is not touched here; the configs below only open Milvus.
 UNUSED_PERSISTENCE = {"namespace": "unused", "backend": "unused"}
 
 
-def _our_collection(description: dict[str, Any]) -> tuple[int, bool] | None:
-    """(dimension, shared) for a collection with our schema, None for anything else."""
+def _our_collection(description: dict[str, Any]) -> tuple[int, bool, AttributeLayout] | None:
+    """(dimension, shared, layout) for a collection with our schema, None for anything else."""
     fields = {field["name"]: field for field in description["fields"]}
     if not OUR_FIELDS <= fields.keys():
         return None
-    return int(fields["vector"]["params"]["dim"]), STORE_FIELD in fields
+    layout = layout_of(description)
+    if not layout.json_field and not description.get("enable_dynamic_field"):
+        return None
+    return int(fields["vector"]["params"]["dim"]), STORE_FIELD in fields, layout
 
 
 async def export_collections(backend: MilvusBackend, out_dir: Path) -> dict[str, Any]:
@@ -44,17 +50,22 @@ async def export_collections(backend: MilvusBackend, out_dir: Path) -> dict[str,
         shape = _our_collection(await backend.run(f"describe {name}", client.describe_collection, collection_name=name))
         if shape is None:
             continue
-        dimension, shared = shape
+        dimension, shared, layout = shape
         await backend.run(f"load {name}", client.load_collection, collection_name=name)
         fields = sorted(OUR_FIELDS | ({STORE_FIELD} if shared else set()))
         iterator = await backend.run(
-            f"read {name}", client.query_iterator, collection_name=name, batch_size=BATCH_ROWS, output_fields=fields
+            f"read {name}",
+            client.query_iterator,
+            collection_name=name,
+            batch_size=BATCH_ROWS,
+            output_fields=[*fields, layout.output_field],
         )
         rows = 0
         with (out_dir / f"{name}.jsonl").open("w") as sink:
             while batch := await asyncio.to_thread(iterator.next):
                 for row in batch:
                     record = {field: row[field] for field in fields}
+                    record[ATTRIBUTES_FIELD] = layout.read(row)
                     record["vector"] = [float(x) for x in record["vector"]]
                     sink.write(json.dumps(record) + "\n")
                 rows += len(batch)
@@ -71,10 +82,12 @@ async def import_collections(backend: MilvusBackend, in_dir: Path, config: Inlin
         name = entry["name"]
         if not await backend.run(f"check {name}", client.has_collection, collection_name=name):
             await create_chunk_collection(backend, name, entry["dimension"], config, entry["shared"])
+        layout = layout_of(await backend.run(f"describe {name}", client.describe_collection, collection_name=name))
         with (in_dir / f"{name}.jsonl").open() as source:
             batch: list[dict[str, Any]] = []
             for line in source:
-                batch.append(json.loads(line))
+                record = json.loads(line)
+                batch.append(record | layout.columns(record.pop(ATTRIBUTES_FIELD)))
                 if len(batch) == BATCH_ROWS:
                     await backend.run(f"upsert into {name}", client.upsert, collection_name=name, data=batch)
                     batch = []

@@ -86,10 +86,10 @@ from llama_stack_milvus.vector_io.index import collection_name_for
 client = MilvusClient(uri=sys.argv[1])
 name = collection_name_for(sys.argv[2])
 client.load_collection(name)
-iterator = client.query_iterator(name, batch_size=1000, filter="", output_fields=["row_id", "attributes"])
+iterator = client.query_iterator(name, batch_size=1000, filter="", output_fields=["row_id", "$meta"])
 rows = []
 while batch := iterator.next():
-    rows += [[row["row_id"], row["attributes"].get("file_id")] for row in batch]
+    rows += [[row["row_id"], row.get("attr.file_id")] for row in batch]
 iterator.close()
 print(json.dumps(rows))
 """

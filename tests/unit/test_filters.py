@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from llama_stack_milvus.vector_io.attributes import DYNAMIC_KEY_PREFIX, DYNAMIC_LAYOUT, JSON_FIELD_LAYOUT
 from llama_stack_milvus.vector_io.filters import MAX_DEPTH, translate_filters
 
 ALLOWED_CONTROL = "\t"
@@ -42,7 +43,10 @@ def scan(expression: str) -> tuple[list[str], str]:
     value=st.one_of(safe_text, st.sampled_from(HOSTILE)),
 )
 def test_keys_and_values_become_exact_literals(key: str, value: str) -> None:
-    literals, code = scan(translate_filters({"type": "eq", "key": key, "value": value}))
+    literals, code = scan(translate_filters({"type": "eq", "key": key, "value": value}, DYNAMIC_LAYOUT.path))
+    assert literals == [DYNAMIC_KEY_PREFIX + key, value]
+    assert code == '($meta["_"] == "_")'
+    literals, code = scan(translate_filters({"type": "eq", "key": key, "value": value}, JSON_FIELD_LAYOUT.path))
     assert literals == [key, value]
     assert code == '(attributes["_"] == "_")'
 
@@ -70,7 +74,7 @@ def count_leaves(node: dict) -> int:
 
 @given(filter_tree)
 def test_structure_comes_only_from_the_filter_tree(tree: dict) -> None:
-    _, code = scan(translate_filters(tree))
+    _, code = scan(translate_filters(tree, DYNAMIC_LAYOUT.path))
     comparisons = sum(code.count(op) for op in ("==", "!=", ">=", "<=")) + code.count(" > ") + code.count(" < ")
     assert comparisons == count_leaves(tree)
     assert code.count("(") == code.count(")")
@@ -95,7 +99,7 @@ def test_structure_comes_only_from_the_filter_tree(tree: dict) -> None:
 )
 def test_malformed_filters_name_the_problem(bad_filter: dict, message: str) -> None:
     with pytest.raises(ValueError, match="Invalid filters") as raised:
-        translate_filters(bad_filter)
+        translate_filters(bad_filter, DYNAMIC_LAYOUT.path)
     assert message in str(raised.value)
 
 
@@ -104,9 +108,9 @@ def test_nesting_deeper_than_the_limit_is_rejected() -> None:
     for _ in range(MAX_DEPTH):
         tree = {"type": "and", "filters": [tree]}
     with pytest.raises(ValueError, match=f"deeper than {MAX_DEPTH}"):
-        translate_filters(tree)
+        translate_filters(tree, DYNAMIC_LAYOUT.path)
 
 
 def test_no_filter_means_no_expression() -> None:
-    assert translate_filters(None) is None
-    assert translate_filters({}) is None
+    assert translate_filters(None, DYNAMIC_LAYOUT.path) is None
+    assert translate_filters({}, DYNAMIC_LAYOUT.path) is None

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from llama_stack_api import ChunkMetadata, EmbeddedChunk
 
+from llama_stack_milvus.vector_io.attributes import DYNAMIC_LAYOUT, JSON_FIELD_LAYOUT
 from llama_stack_milvus.vector_io.index import (
     MAX_CONTENT_BYTES,
     chunk_to_row,
@@ -31,22 +32,36 @@ def make_chunk(chunk_id: str, document_id: str, text: str = "some text") -> Embe
 def test_same_chunk_in_two_documents_gets_two_rows() -> None:
     # make_overlapped_chunks derives chunk ids from the text only: equal files share chunk ids.
     assert row_id_for("c1", "file-a") != row_id_for("c1", "file-b")
-    assert row_id_for("c1", "file-a") == chunk_to_row(make_chunk("c1", "file-a"))["row_id"]
+    assert row_id_for("c1", "file-a") == chunk_to_row(make_chunk("c1", "file-a"), DYNAMIC_LAYOUT)["row_id"]
 
 
 def test_same_chunk_reinserted_keeps_its_row_id() -> None:
-    assert chunk_to_row(make_chunk("c1", "file-a"))["row_id"] == chunk_to_row(make_chunk("c1", "file-a"))["row_id"]
+    assert (
+        chunk_to_row(make_chunk("c1", "file-a"), DYNAMIC_LAYOUT)["row_id"]
+        == chunk_to_row(make_chunk("c1", "file-a"), DYNAMIC_LAYOUT)["row_id"]
+    )
 
 
-def test_row_round_trip_restores_the_chunk() -> None:
+@pytest.mark.parametrize("layout", [DYNAMIC_LAYOUT, JSON_FIELD_LAYOUT], ids=["dynamic", "json-field"])
+def test_row_round_trip_restores_the_chunk(layout) -> None:
     chunk = make_chunk("c1", "file-a", "Cats purr.")
-    restored = row_to_chunk(chunk_to_row(chunk))
+    chunk.metadata["content"] = "an attribute named like a column"
+    restored = row_to_chunk(chunk_to_row(chunk, layout), layout)
     assert restored == chunk
+
+
+def test_dynamic_layout_keeps_attributes_apart_from_the_columns() -> None:
+    chunk = make_chunk("c1", "file-a", "Cats purr.")
+    chunk.metadata.update({"content": "not the text", "vector": "not the embedding", "attr.x": 1})
+    row = chunk_to_row(chunk, DYNAMIC_LAYOUT)
+    assert row["content"] == "Cats purr." and row["vector"] == [0.1, 0.2, 0.3]
+    assert row["attr.content"] == "not the text" and row["attr.attr.x"] == 1
+    assert "attributes" not in row
 
 
 def test_oversized_chunk_is_rejected_with_advice() -> None:
     with pytest.raises(ValueError, match="max_chunk_size_tokens"):
-        chunk_to_row(make_chunk("c1", "file-a", "x" * (MAX_CONTENT_BYTES + 1)))
+        chunk_to_row(make_chunk("c1", "file-a", "x" * (MAX_CONTENT_BYTES + 1)), DYNAMIC_LAYOUT)
 
 
 def test_overlong_chunk_id_is_rejected() -> None:

@@ -50,6 +50,7 @@ from llama_stack_api.vector_io.models import (
 )
 
 from ..offline import ensure_tiktoken_cache
+from .attributes import DYNAMIC_LAYOUT
 from .backend import MilvusBackend, open_lite_backend, open_remote_backend
 from .config import InlineMilvusConfig, MilvusCommonConfig
 from .errors import MilvusBackendError, invalid_request_on_value_error
@@ -267,7 +268,7 @@ class MilvusVectorIOAdapter(ResilientFilesMixin, VectorIO, VectorStoresProtocolP
             "score_threshold": threshold,
         }
         if request.filters:
-            translate_filters(request.filters)
+            translate_filters(request.filters, DYNAMIC_LAYOUT.path)  # validation: every layout accepts the same
             params["filters"] = parse_filter(request.filters)
         params.update(self._build_reranker_params(ranking, self.vector_stores_config))
         return params

@@ -1,4 +1,4 @@
-"""OpenAI attribute filters -> Milvus boolean expressions over the `attributes` JSON field.
+"""OpenAI attribute filters -> Milvus boolean expressions over a collection's attributes (see attributes.py).
 
 Every key and value becomes a quoted, escaped literal, so no input can change the expression's
 structure. `in`/`nin` expand to `==` disjunctions / `!=` conjunctions: Milvus Lite 3.x rejects `in` on
@@ -8,20 +8,22 @@ Invalid filters raise ValueError (HTTP 400) with a message naming the offending 
 """
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from llama_stack.providers.utils.vector_io.filters import parse_filter
 from llama_stack_api import ComparisonFilter, CompoundFilter
 
-ATTRIBUTES_FIELD = "attributes"
 MAX_DEPTH = 32
 MAX_KEY_LENGTH = 256
 MAX_LIST_VALUES = 1024
 _ORDER_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
-def translate_filters(filters: Any) -> str | None:
-    """Returns the Milvus expression for an OpenAI filter (dict or typed), or None for no filter."""
+def translate_filters(filters: Any, path_of: Callable[[str], str]) -> str | None:
+    """Returns the Milvus expression for an OpenAI filter (dict or typed), or None for no filter.
+
+    `path_of(key)` is the expression reading attribute `key` (AttributeLayout.path)."""
     if filters is None:
         return None
     if isinstance(filters, dict) and not filters:
@@ -30,26 +32,26 @@ def translate_filters(filters: Any) -> str | None:
         parsed = parse_filter(filters)
     except ValueError as e:
         raise ValueError(f"Invalid filters: {e}") from e
-    return _translate(parsed, depth=1)
+    return _translate(parsed, path_of, depth=1)
 
 
-def _translate(node: ComparisonFilter | CompoundFilter, depth: int) -> str:
+def _translate(node: ComparisonFilter | CompoundFilter, path_of: Callable[[str], str], depth: int) -> str:
     if depth > MAX_DEPTH:
         raise ValueError(f"Invalid filters: nested deeper than {MAX_DEPTH} levels")
     if isinstance(node, CompoundFilter):
         if not node.filters:
             raise ValueError(f"Invalid filters: '{node.type}' needs at least one filter in 'filters'")
-        parts = [_translate(parse_filter(child), depth + 1) for child in node.filters]
+        parts = [_translate(parse_filter(child), path_of, depth + 1) for child in node.filters]
         joiner = " and " if node.type == "and" else " or "
         return "(" + joiner.join(parts) + ")"
-    return _comparison(node)
+    return _comparison(node, path_of)
 
 
-def _comparison(node: ComparisonFilter) -> str:
+def _comparison(node: ComparisonFilter, path_of: Callable[[str], str]) -> str:
     key = node.key
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
         raise ValueError(f"Invalid filters: 'key' must be a non-empty string of at most {MAX_KEY_LENGTH} characters")
-    path = f"{ATTRIBUTES_FIELD}[{string_literal(key)}]"
+    path = path_of(key)
     op, value = node.type, node.value
     if op in ("eq", "ne"):
         return f"({path} {'==' if op == 'eq' else '!='} {_scalar_literal(key, op, value)})"

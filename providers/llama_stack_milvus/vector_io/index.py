@@ -1,4 +1,4 @@
-"""A vector store's chunks in Milvus: dense vector + BM25 sparse vector + JSON attributes per row.
+"""A vector store's chunks in Milvus: dense vector + BM25 sparse vector + attributes (attributes.py) per row.
 
 per_store mode gives each store its own collection. shared mode keeps every store of one embedding
 dimension in one collection, with the store id as partition key and in every expression, so a deployment
@@ -18,10 +18,11 @@ from numpy.typing import NDArray
 from pymilvus import DataType, Function, FunctionType
 from pymilvus.exceptions import MilvusException
 
+from .attributes import DYNAMIC_LAYOUT, AttributeLayout, layout_of
 from .backend import MilvusBackend
 from .config import MilvusCommonConfig
 from .errors import MilvusBackendError, MilvusFeatureUnsupportedError
-from .filters import ATTRIBUTES_FIELD, string_literal, translate_filters
+from .filters import string_literal, translate_filters
 from .fusion import Hits, reciprocal_rank_fusion, weighted_fusion
 
 ROW_ID = "row_id"
@@ -30,7 +31,6 @@ MAX_ROW_ID_LENGTH = 512
 MAX_STORE_ID_LENGTH = 256
 MAX_CONTENT_BYTES = 65535
 WRITE_BATCH_ROWS = 512
-OUTPUT_FIELDS = [ROW_ID, "content", ATTRIBUTES_FIELD, "chunk_info", "vector"]
 
 
 def collection_name_for(vector_store_id: str) -> str:
@@ -49,7 +49,7 @@ def row_id_for(chunk_id: str, document_id: str | None) -> str:
     return row_id
 
 
-def chunk_to_row(chunk: EmbeddedChunk) -> dict[str, Any]:
+def chunk_to_row(chunk: EmbeddedChunk, layout: AttributeLayout) -> dict[str, Any]:
     text = chunk.content if isinstance(chunk.content, str) else interleaved_content_as_str(chunk.content)
     if len(text.encode()) > MAX_CONTENT_BYTES:
         raise ValueError(
@@ -63,22 +63,26 @@ def chunk_to_row(chunk: EmbeddedChunk) -> dict[str, Any]:
         ROW_ID: row_id_for(chunk.chunk_id, chunk.document_id),
         "content": text,
         "vector": [float(x) for x in chunk.embedding],
-        ATTRIBUTES_FIELD: chunk.metadata,
         "chunk_info": info,
+        **layout.columns(chunk.metadata),
     }
 
 
-def row_to_chunk(entity: dict[str, Any]) -> EmbeddedChunk:
+def row_to_chunk(entity: dict[str, Any], layout: AttributeLayout) -> EmbeddedChunk:
     info = dict(entity["chunk_info"])
     info.setdefault("content", entity["content"])
-    return EmbeddedChunk(**info, metadata=entity[ATTRIBUTES_FIELD] or {}, embedding=list(entity["vector"]))
+    return EmbeddedChunk(**info, metadata=layout.read(entity), embedding=list(entity["vector"]))
+
+
+def output_fields(layout: AttributeLayout) -> list[str]:
+    return [ROW_ID, "content", "chunk_info", "vector", layout.output_field]
 
 
 async def create_chunk_collection(
     backend: MilvusBackend, name: str, dimension: int, config: MilvusCommonConfig, shared: bool
 ) -> None:
     client = backend.client
-    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=True)
     schema.add_field(ROW_ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ROW_ID_LENGTH)
     if shared:
         schema.add_field(STORE_FIELD, DataType.VARCHAR, max_length=MAX_STORE_ID_LENGTH, is_partition_key=True)
@@ -86,7 +90,6 @@ async def create_chunk_collection(
         "content", DataType.VARCHAR, max_length=MAX_CONTENT_BYTES, enable_analyzer=backend.capabilities.bm25
     )
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
-    schema.add_field(ATTRIBUTES_FIELD, DataType.JSON)
     schema.add_field("chunk_info", DataType.JSON)
     index_params = client.prepare_index_params()
     index_params.add_index(field_name="vector", metric_type="COSINE", **dense_index(config, backend))
@@ -139,6 +142,8 @@ class MilvusIndex(EmbeddingIndex):
             self.store_clause = ""
         self._loaded = False
         self._load_lock = asyncio.Lock()
+        # Read from the collection on load: collections of 0.1 keep attributes in a JSON field.
+        self.layout: AttributeLayout = DYNAMIC_LAYOUT
         # Searching an empty store is wasted work, and BM25 on an empty collection fails in Lite 2.5 (NaN
         # average length) after minutes of pymilvus retries; known after the first load, kept current by writes.
         self._empty = True
@@ -190,11 +195,18 @@ class MilvusIndex(EmbeddingIndex):
                 self.backend.client.load_collection,
                 collection_name=self.collection,
             )
+            description = await self.backend.run(
+                f"describe collection {self.collection}",
+                self.backend.client.describe_collection,
+                collection_name=self.collection,
+            )
+            self.layout = layout_of(description)
             self._loaded = True
             self._empty = await self._count() == 0
 
     async def add_chunks(self, embedded_chunks: list[EmbeddedChunk]) -> None:
-        rows = [chunk_to_row(chunk) for chunk in embedded_chunks]
+        await self._ensure_loaded()
+        rows = [chunk_to_row(chunk, self.layout) for chunk in embedded_chunks]
         for row in rows:
             row[ROW_ID] = self._scoped(row[ROW_ID])
             if self.shared:
@@ -203,7 +215,6 @@ class MilvusIndex(EmbeddingIndex):
         rows = list({row[ROW_ID]: row for row in rows}.values())
         if not rows:
             return
-        await self._ensure_loaded()
         async with self.backend.write_lock(self.collection):
             for start in range(0, len(rows), WRITE_BATCH_ROWS):
                 await self.backend.run(
@@ -282,8 +293,8 @@ class MilvusIndex(EmbeddingIndex):
         self._loaded = False
 
     async def _search(self, leg: str, data: Any, field: str, metric: str, k: int, filters: Any) -> list[dict]:
-        expression = self._where(translate_filters(filters) or "")
         await self._ensure_loaded()
+        expression = self._where(translate_filters(filters, self.layout.path) or "")
         if self._empty:
             return []
         params: dict[str, Any] = {"metric_type": metric}
@@ -296,7 +307,7 @@ class MilvusIndex(EmbeddingIndex):
             anns_field=field,
             limit=k,
             filter=expression,
-            output_fields=OUTPUT_FIELDS,
+            output_fields=output_fields(self.layout),
             search_params=params,
         )
         return list(result[0])
@@ -319,13 +330,13 @@ class MilvusIndex(EmbeddingIndex):
         self, embedding: NDArray, k: int, score_threshold: float, filters: Any = None
     ) -> QueryChunksResponse:
         hits, entities = await self._vector_hits(embedding, k, filters)
-        return _response(hits, entities, score_threshold)
+        return _response(hits, entities, score_threshold, self.layout)
 
     async def query_keyword(
         self, query_string: str, k: int, score_threshold: float, filters: Any = None
     ) -> QueryChunksResponse:
         hits, entities = await self._keyword_hits(query_string, k, filters)
-        return _response(hits, entities, score_threshold)
+        return _response(hits, entities, score_threshold, self.layout)
 
     async def query_hybrid(
         self,
@@ -345,7 +356,7 @@ class MilvusIndex(EmbeddingIndex):
             fused = weighted_fusion(vector_hits, keyword_hits, float(reranker_params.get("alpha", 0.5)))
         else:
             fused = reciprocal_rank_fusion(vector_hits, keyword_hits, float(reranker_params.get("impact_factor", 60)))
-        return _response(fused[:k], {**keyword_entities, **vector_entities}, score_threshold)
+        return _response(fused[:k], {**keyword_entities, **vector_entities}, score_threshold, self.layout)
 
 
 def _released(error: MilvusBackendError) -> bool:
@@ -361,9 +372,11 @@ def _hits(found: list[dict], score_of) -> tuple[Hits, dict[str, dict]]:
     }
 
 
-def _response(hits: Hits, entities: dict[str, dict], score_threshold: float) -> QueryChunksResponse:
+def _response(
+    hits: Hits, entities: dict[str, dict], score_threshold: float, layout: AttributeLayout
+) -> QueryChunksResponse:
     # A threshold of 0 (the API default) means none: unrelated chunks can have a negative cosine.
     kept = [(row_id, score) for row_id, score in hits if score_threshold <= 0 or score >= score_threshold]
     return QueryChunksResponse(
-        chunks=[row_to_chunk(entities[row_id]) for row_id, _ in kept], scores=[score for _, score in kept]
+        chunks=[row_to_chunk(entities[row_id], layout) for row_id, _ in kept], scores=[score for _, score in kept]
     )
