@@ -83,6 +83,11 @@ def attributes(chunk: dict) -> dict:
     return {"document_id": chunk["source"], "package": chunk["package"]}
 
 
+def dynamic_keys(chunk: dict) -> dict:
+    """Attributes as our provider lays them out (vector_io/attributes.py): top-level dynamic-field keys."""
+    return {f"attr.{key}": value for key, value in attributes(chunk).items()}
+
+
 def run_stack(
     label: str, run_yaml: Path, chunks: list[dict], vectors: np.ndarray, queries: list[str], budget_s: float
 ) -> dict:
@@ -124,12 +129,11 @@ def run_raw(chunks: list[dict], vectors: np.ndarray, queries: list[str], budget_
     result: dict = {}
     with tempfile.TemporaryDirectory(prefix="search-raw-") as tmp:
         client = MilvusClient(str(Path(tmp) / "raw.db"))
-        schema = client.create_schema(auto_id=False)
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=True)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=256)
         schema.add_field("content", DataType.VARCHAR, max_length=65535, enable_analyzer=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=common.EMBEDDING_DIMENSION)
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_field("attributes", DataType.JSON)
         schema.add_function(
             Function(
                 name="bm25",
@@ -147,7 +151,7 @@ def run_raw(chunks: list[dict], vectors: np.ndarray, queries: list[str], budget_
             client.insert(
                 "chunks",
                 [
-                    {"id": c["id"], "content": c["text"], "vector": vectors[i].tolist(), "attributes": attributes(c)}
+                    {"id": c["id"], "content": c["text"], "vector": vectors[i].tolist(), **dynamic_keys(c)}
                     for i, c in enumerate(chunks[start : start + INSERT_BATCH], start=start)
                 ],
             )
@@ -155,8 +159,8 @@ def run_raw(chunks: list[dict], vectors: np.ndarray, queries: list[str], budget_
         result["insert_s"] = round(time.perf_counter() - started, 1)
         print(f"[raw pymilvus] inserted {len(chunks)} chunks in {result['insert_s']} s", file=sys.stderr)
         dense = {"metric_type": "COSINE", "params": {"ef": 256}}
-        fields = ["content", "attributes"]
-        expression = f'attributes["{FILTER["key"]}"] == "{FILTER["value"]}"'
+        fields = ["content", "$meta"]
+        expression = f'$meta["attr.{FILTER["key"]}"] == "{FILTER["value"]}"'
         for mode in MODES:
             for filtered in (False, True):
                 where = expression if filtered else ""

@@ -13,6 +13,7 @@ from typing import Any
 
 from llama_stack.log import get_logger
 from pymilvus import MilvusClient
+from pymilvus.client.utils import SciPyHelper
 from pymilvus.exceptions import MilvusException
 
 from .config import InlineMilvusConfig, RemoteMilvusConfig
@@ -39,6 +40,11 @@ class MilvusBackend:
         self.capabilities = capabilities
         self.timeout_s = timeout_s
         self._write_locks: dict[str, asyncio.Lock] = {}
+        # pymilvus checks for scipy.sparse on the first request that could carry a sparse vector (every keyword
+        # search) by executing scipy.sparse a second time; two request threads doing that at once, or one while
+        # another thread imports scipy, fail with "partially initialized module 'scipy.sparse._bsr'" or a deadlock
+        # error (a 503 under load in CI). Settling it here, before any request, leaves nothing to race.
+        SciPyHelper.is_scipy_sparse(None)
 
     def write_lock(self, collection: str) -> AbstractAsyncContextManager:
         """Writes to one collection one at a time where we flush after writes (Milvus Lite): under 16 clients two
