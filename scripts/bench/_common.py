@@ -21,6 +21,9 @@ EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 STACK_MODEL_IDS = {"torch": EMBEDDING_MODEL, "onnx": "onnx/all-MiniLM-L6-v2-int8"}
 EMBEDDING_DIMENSION = 384
 THREADS = 2  # the machines here have 2 cores shared with other jobs
+# huggingface_hub reads these once, when first imported (by whichever module imports it first): set before any.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 # ----------------------------------------------------------------------------------------------------- data
@@ -87,8 +90,6 @@ def torch_model():
     """all-MiniLM-L6-v2 as the stack's sentence-transformers provider loads it (packaged weights, offline)."""
     global _torch_model
     if _torch_model is None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
 

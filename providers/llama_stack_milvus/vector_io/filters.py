@@ -2,8 +2,8 @@
 
 Every key and value becomes a quoted, escaped literal, so no input can change the expression's
 structure. `in`/`nin` expand to `==` disjunctions / `!=` conjunctions: Milvus Lite 3.x rejects `in` on
-JSON paths and Lite 2.5 rejects `not`. On a chunk that lacks the key, `ne`/`nin` match on Lite 2.5 and
-not on Lite 3.x (Milvus' own semantics; neither line supports a portable `exists`).
+JSON paths and Lite 2.5 rejects `not`. On a chunk that lacks the key, `ne`/`nin` match on Lite 2.5 and Milvus
+2.3.5 and not on Lite 3.x (Milvus' own semantics; no portable `exists`).
 Invalid filters raise ValueError (HTTP 400) with a message naming the offending part.
 """
 
