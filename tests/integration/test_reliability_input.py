@@ -10,6 +10,7 @@ test (hypothesis) that throws generated filters and queries at the HTTP search e
 
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,6 +187,32 @@ def test_50_mb_text_file_is_refused_with_a_413_naming_the_limit(http, stored):
 
 
 # ------------------------------------------------------------------------------------- unknown ids
+
+
+def test_one_file_attached_by_four_clients_at_once_is_attached_once(stack_server, client, http):
+    """A client retrying an attach that timed out sends it again while the first still runs."""
+    doc = testdocs.BY_KEY["memory"]
+    store_id = client.vector_stores.create(name="attach-once").id
+    file_id = upload(client, doc)
+
+    def attach_over_http(_: int) -> httpx.Response:
+        with httpx.Client(base_url=stack_server.base_url, timeout=300) as own:
+            return own.post(f"/v1/vector_stores/{store_id}/files", json={"file_id": file_id})
+
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(attach_over_http, range(4)))
+    assert [(r.status_code, r.json()["status"]) for r in responses] == [(200, "completed")] * 4
+    counts = http.get(f"/v1/vector_stores/{store_id}").json()["file_counts"]
+    assert (counts["total"], counts["completed"]) == (1, 1), counts
+    assert files_of(http, store_id) == [(file_id, "completed")]
+
+    once_id = client.vector_stores.create(name="attach-once-reference").id
+    assert attach(client, once_id, upload(client, doc)).status == "completed"
+    chunks = len(client.vector_stores.files.content(file_id, vector_store_id=store_id).data)
+    reference = len(client.vector_stores.files.content(files_of(http, once_id)[0][0], vector_store_id=once_id).data)
+    assert chunks == reference
+    hits = client.vector_stores.search(store_id, query=doc.question, search_mode="vector", max_num_results=50).data
+    assert len(hits) == reference  # no chunk stored twice
 
 
 def unknown_id_requests(store_id: str, file_id: str) -> list[tuple[str, str, dict | None, str]]:

@@ -3,9 +3,9 @@
 Collections made by llama-stack-milvus 0.1 keep them in one JSON field, `attributes`. Newer ones keep each attribute
 as a top-level key of Milvus' dynamic field ($meta): Milvus Lite 3.x evaluates a filter on a top-level $meta key
 far faster than the same filter on a JSON field, which it parses row by row (filtered searches 5-11x faster at 10k
-and 100k chunks, scripts/bench/search.py; nested keys under one $meta key gain nothing). Keys carry a prefix, so no attribute can collide
-with a schema field ("content", "vector"). Older collections keep working as they are; `llama-stack-milvus-migrate`
-export + import rewrites them in the new layout.
+and 100k chunks, scripts/bench/search.py; nested keys under one $meta key gain nothing). Keys carry a prefix, so
+no attribute can collide with a schema field ("content", "vector"). Older collections keep working as they are;
+`llama-stack-milvus-migrate` export + import rewrites them in the new layout.
 """
 
 from dataclasses import dataclass

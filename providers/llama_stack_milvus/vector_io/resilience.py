@@ -3,10 +3,13 @@ and bad files, fixed in one layer between it and the adapter (each found by test
 
 - in-progress batches, and attaches cut short by a crash or a shutdown, are resumed once the server serves;
 - a failed file keeps a last_error that says why; unknown and oversized files are refused before any work;
-- deleting a file cannot race a listing or a concurrent attach.
+- deleting a file cannot race a listing or a concurrent attach;
+- attaching a file that is being attached waits for that attach instead of doing it twice.
 """
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from llama_stack.log import get_logger
@@ -42,6 +45,7 @@ class ResilientFilesMixin(OpenAIVectorStoreMixin):
         self._shutting_down = False
         self._resume_tasks: set[asyncio.Task] = set()
         self._interrupted_attaches: list[str] = []  # kvstore keys of attaches a crash or shutdown cut short
+        self._attach_locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}  # lock, users
         super().__init__(*args, **kwargs)
 
     # ------------------------------------------------------------------------------------ resumes after restart
@@ -139,16 +143,17 @@ class ResilientFilesMixin(OpenAIVectorStoreMixin):
         self, vector_store_id: str, request: OpenAIAttachFileRequest
     ) -> VectorStoreFileObject:
         await self._check_attachable(request.file_id)
-        key = f"{ATTACHING_PREFIX}{vector_store_id}:{request.file_id}"
-        await self.kvstore.set(key, f"{vector_store_id}\n{request.model_dump_json()}")
-        try:
-            result = await super().openai_attach_file_to_vector_store(vector_store_id, request)
-        except asyncio.CancelledError:
-            raise  # a shutdown: the key stays, so the next start resumes this attach
-        except BaseException:
+        async with self._attaching(vector_store_id, request.file_id):
+            key = f"{ATTACHING_PREFIX}{vector_store_id}:{request.file_id}"
+            await self.kvstore.set(key, f"{vector_store_id}\n{request.model_dump_json()}")
+            try:
+                result = await super().openai_attach_file_to_vector_store(vector_store_id, request)
+            except asyncio.CancelledError:
+                raise  # a shutdown: the key stays, so the next start resumes this attach
+            except BaseException:
+                await self.kvstore.delete(key)
+                raise
             await self.kvstore.delete(key)
-            raise
-        await self.kvstore.delete(key)
         if result.status == "failed" and result.last_error:
             # The mixin saves the record without last_error: a later retrieve would not say why it failed.
             result.last_error = await self._explain_failure(request.file_id, result.last_error)
@@ -157,6 +162,23 @@ class ResilientFilesMixin(OpenAIVectorStoreMixin):
                 info["last_error"] = result.last_error.model_dump()
                 await self._update_openai_vector_store_file(vector_store_id, request.file_id, info)
         return result
+
+    @contextlib.asynccontextmanager
+    async def _attaching(self, vector_store_id: str, file_id: str) -> AsyncIterator[None]:
+        """One attach of a file to a store at a time. The mixin checks "already attached" before its awaits and
+        appends the file to the store when done: two concurrent attaches of one file (a client retrying after a
+        timeout) both did the work and listed the file twice, with file_counts.total 2. The second now waits, then
+        finds the file attached and returns its record."""
+        key = (vector_store_id, file_id)
+        lock, users = self._attach_locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._attach_locks[key]
 
     # ------------------------------------------------------------------------- deleting, listing, batches
 
