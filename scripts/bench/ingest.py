@@ -55,6 +55,10 @@ def stack_chunks(files: list[Path]) -> dict[str, list[str]]:
     """File name -> the chunk texts the stack makes of it, by its own extraction and chunker."""
     from llama_stack.providers.utils.memory.vector_store import content_from_data_and_mime_type, make_overlapped_chunks
 
+    from llama_stack_milvus.offline import ensure_tiktoken_cache
+
+    ensure_tiktoken_cache()  # the chunker's tokenizer, offline (servers get it through common.server_env)
+
     chunks = {}
     for path in files:
         mime_type, _ = mimetypes.guess_type(path.name)
