@@ -94,6 +94,9 @@ def load_chunks(path: Path, limit: int) -> list[dict]:
 def _chunk_packages(debs: list[Path], unpacked: Path) -> list[dict]:
     from llama_stack.providers.utils.memory.vector_store import make_overlapped_chunks
 
+    from llama_stack_milvus.offline import ensure_tiktoken_cache
+
+    ensure_tiktoken_cache()  # the chunker's tokenizer, offline
     chunks = []
     for deb, (package, (folder, pattern)) in zip(debs, PACKAGES.items(), strict=True):
         subprocess.run(["dpkg", "-x", str(deb), str(unpacked)], check=True)
