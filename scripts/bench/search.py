@@ -83,11 +83,6 @@ def attributes(chunk: dict) -> dict:
     return {"document_id": chunk["source"], "package": chunk["package"]}
 
 
-def dynamic_keys(chunk: dict) -> dict:
-    """Attributes as our provider lays them out (vector_io/attributes.py): top-level dynamic-field keys."""
-    return {f"attr.{key}": value for key, value in attributes(chunk).items()}
-
-
 def run_stack(
     label: str, run_yaml: Path, chunks: list[dict], vectors: np.ndarray, queries: list[str], budget_s: float
 ) -> dict:
@@ -126,6 +121,8 @@ def run_raw(chunks: list[dict], vectors: np.ndarray, queries: list[str], budget_
     """pymilvus straight on a Milvus Lite file, our schema and index settings, the query embedded in-process."""
     from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, RRFRanker
 
+    from llama_stack_milvus.vector_io.attributes import DYNAMIC_LAYOUT  # attributes laid out as ours are
+
     result: dict = {}
     with tempfile.TemporaryDirectory(prefix="search-raw-") as tmp:
         client = MilvusClient(str(Path(tmp) / "raw.db"))
@@ -151,7 +148,12 @@ def run_raw(chunks: list[dict], vectors: np.ndarray, queries: list[str], budget_
             client.insert(
                 "chunks",
                 [
-                    {"id": c["id"], "content": c["text"], "vector": vectors[i].tolist(), **dynamic_keys(c)}
+                    {
+                        "id": c["id"],
+                        "content": c["text"],
+                        "vector": vectors[i].tolist(),
+                        **DYNAMIC_LAYOUT.columns(attributes(c)),
+                    }
                     for i, c in enumerate(chunks[start : start + INSERT_BATCH], start=start)
                 ],
             )
@@ -160,7 +162,7 @@ def run_raw(chunks: list[dict], vectors: np.ndarray, queries: list[str], budget_
         print(f"[raw pymilvus] inserted {len(chunks)} chunks in {result['insert_s']} s", file=sys.stderr)
         dense = {"metric_type": "COSINE", "params": {"ef": 256}}
         fields = ["content", "$meta"]
-        expression = f'$meta["attr.{FILTER["key"]}"] == "{FILTER["value"]}"'
+        expression = f'{DYNAMIC_LAYOUT.path(FILTER["key"])} == "{FILTER["value"]}"'
         for mode in MODES:
             for filtered in (False, True):
                 where = expression if filtered else ""

@@ -63,8 +63,7 @@ def test_deleted_store_has_no_milvus_collection(server, before, milvus):
     """Replaces the inline test (which opens the Lite file): asks the running Milvus server itself."""
     from llama_stack_milvus.vector_io.index import collection_name_for
 
-    # The Lite server may still be reloading collections for the restarted stack: more than the 10 s default.
-    client = milvus_server.connect(milvus.uri, milvus.token, timeout=60)
+    client = milvus_server.connect(milvus.uri, milvus.token)
     try:
         collections = set(client.list_collections())
     finally:

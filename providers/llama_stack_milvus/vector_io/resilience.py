@@ -9,6 +9,7 @@ and bad files, fixed in one layer between it and the adapter (each found by test
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -45,7 +46,8 @@ class ResilientFilesMixin(OpenAIVectorStoreMixin):
         self._shutting_down = False
         self._resume_tasks: set[asyncio.Task] = set()
         self._interrupted_attaches: list[str] = []  # kvstore keys of attaches a crash or shutdown cut short
-        self._attach_locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}  # lock, users
+        self._attach_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._attach_users: Counter[tuple[str, str]] = Counter()  # a lock goes when its last user leaves
         super().__init__(*args, **kwargs)
 
     # ------------------------------------------------------------------------------------ resumes after restart
@@ -170,15 +172,15 @@ class ResilientFilesMixin(OpenAIVectorStoreMixin):
         timeout) both did the work and listed the file twice, with file_counts.total 2. The second now waits, then
         finds the file attached and returns its record."""
         key = (vector_store_id, file_id)
-        lock, users = self._attach_locks.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
+        lock = self._attach_locks.setdefault(key, asyncio.Lock())
+        self._attach_users[key] += 1
         try:
             async with lock:
                 yield
         finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._attach_locks[key]
+            self._attach_users[key] -= 1
+            if not self._attach_users[key]:
+                del self._attach_users[key], self._attach_locks[key]
 
     # ------------------------------------------------------------------------- deleting, listing, batches
 
