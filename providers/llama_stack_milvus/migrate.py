@@ -19,14 +19,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .vector_io.attributes import ATTRIBUTES_FIELD, AttributeLayout, layout_of
 from .vector_io.backend import MilvusBackend, open_lite_backend, open_remote_backend
 from .vector_io.config import InlineMilvusConfig, RemoteMilvusConfig
-from .vector_io.index import ROW_ID, STORE_FIELD, create_chunk_collection
+from .vector_io.schema import (
+    ATTRIBUTES_FIELD,
+    CORE_FIELDS,
+    STORE_FIELD,
+    VECTOR,
+    WRITE_BATCH_ROWS,
+    AttributeLayout,
+    create_chunk_collection,
+    layout_of,
+    upsert_rows,
+)
 
-OUR_FIELDS = {ROW_ID, "content", "vector", "chunk_info"}
 MANIFEST = "manifest.json"
-BATCH_ROWS = 500
+# Rows read from an export file before they are written (and flushed): a bounded memory footprint.
+IMPORT_BATCH_ROWS = 10 * WRITE_BATCH_ROWS
 # The provider's kvstore is not touched here; the configs below only open Milvus.
 UNUSED_PERSISTENCE = {"namespace": "unused", "backend": "unused"}
 
@@ -34,12 +43,12 @@ UNUSED_PERSISTENCE = {"namespace": "unused", "backend": "unused"}
 def _our_collection(description: dict[str, Any]) -> tuple[int, bool, AttributeLayout] | None:
     """(dimension, shared, layout) for a collection with our schema, None for anything else."""
     fields = {field["name"]: field for field in description["fields"]}
-    if not OUR_FIELDS <= fields.keys():
+    if not CORE_FIELDS <= fields.keys():
         return None
     layout = layout_of(description)
     if not layout.json_field and not description.get("enable_dynamic_field"):
         return None
-    return int(fields["vector"]["params"]["dim"]), STORE_FIELD in fields, layout
+    return int(fields[VECTOR]["params"]["dim"]), STORE_FIELD in fields, layout
 
 
 async def export_collections(backend: MilvusBackend, out_dir: Path) -> dict[str, Any]:
@@ -52,12 +61,12 @@ async def export_collections(backend: MilvusBackend, out_dir: Path) -> dict[str,
             continue
         dimension, shared, layout = shape
         await backend.run(f"load {name}", client.load_collection, collection_name=name)
-        fields = sorted(OUR_FIELDS | ({STORE_FIELD} if shared else set()))
+        fields = sorted(CORE_FIELDS | ({STORE_FIELD} if shared else set()))
         iterator = await backend.run(
             f"read {name}",
             client.query_iterator,
             collection_name=name,
-            batch_size=BATCH_ROWS,
+            batch_size=WRITE_BATCH_ROWS,
             output_fields=[*fields, layout.output_field],
         )
         rows = 0
@@ -66,7 +75,7 @@ async def export_collections(backend: MilvusBackend, out_dir: Path) -> dict[str,
                 for row in batch:
                     record = {field: row[field] for field in fields}
                     record[ATTRIBUTES_FIELD] = layout.read(row)
-                    record["vector"] = [float(x) for x in record["vector"]]
+                    record[VECTOR] = [float(x) for x in record[VECTOR]]
                     sink.write(json.dumps(record) + "\n")
                 rows += len(batch)
         iterator.close()
@@ -88,13 +97,11 @@ async def import_collections(backend: MilvusBackend, in_dir: Path, config: Inlin
             for line in source:
                 record = json.loads(line)
                 batch.append(record | layout.columns(record.pop(ATTRIBUTES_FIELD)))
-                if len(batch) == BATCH_ROWS:
-                    await backend.run(f"upsert into {name}", client.upsert, collection_name=name, data=batch)
+                if len(batch) == IMPORT_BATCH_ROWS:
+                    await upsert_rows(backend, name, batch)
                     batch = []
             if batch:
-                await backend.run(f"upsert into {name}", client.upsert, collection_name=name, data=batch)
-        if backend.capabilities.flush_after_write:
-            await backend.run(f"flush {name}", client.flush, collection_name=name)
+                await upsert_rows(backend, name, batch)
     return manifest
 
 

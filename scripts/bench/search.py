@@ -121,7 +121,7 @@ def run_raw(chunks: list[dict], vectors: np.ndarray, queries: list[str], budget_
     """pymilvus straight on a Milvus Lite file, our schema and index settings, the query embedded in-process."""
     from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, RRFRanker
 
-    from llama_stack_milvus.vector_io.attributes import DYNAMIC_LAYOUT  # attributes laid out as ours are
+    from llama_stack_milvus.vector_io.schema import DYNAMIC_LAYOUT  # attributes laid out as ours are
 
     result: dict = {}
     with tempfile.TemporaryDirectory(prefix="search-raw-") as tmp:

@@ -10,10 +10,11 @@ import test_index_lite as index_tests
 from milvus_lite.server_manager import server_manager_instance
 from pymilvus import DataType, Function, FunctionType
 
-from llama_stack_milvus.vector_io.attributes import DYNAMIC_LAYOUT, JSON_FIELD_LAYOUT
 from llama_stack_milvus.vector_io.backend import MilvusBackend, open_lite_backend
 from llama_stack_milvus.vector_io.config import InlineMilvusConfig
-from llama_stack_milvus.vector_io.index import MilvusIndex, chunk_to_row, dense_index
+from llama_stack_milvus.vector_io.filters import parse_filters
+from llama_stack_milvus.vector_io.index import MilvusIndex
+from llama_stack_milvus.vector_io.schema import DYNAMIC_LAYOUT, JSON_FIELD_LAYOUT, chunk_to_row, dense_index
 
 TEXTS = {
     "csv": ("The csv module reads and writes tabular data in comma separated values format.", 2019),
@@ -84,15 +85,17 @@ async def assert_answers_by_attribute(index: MilvusIndex, embed) -> None:
         "year": 2019,
         "shelf": "a",
     }
-    recent = await index.query_vector(query, 3, 0.0, {"type": "gte", "key": "year", "value": 2021})
+    recent = await index.query_vector(query, 3, 0.0, parse_filters({"type": "gte", "key": "year", "value": 2021}))
     assert sorted(c.chunk_id for c in recent.chunks) == ["json", "sqlite3"]
-    by_topic = await index.query_keyword(QUERY, 3, 0.0, {"type": "eq", "key": "topic", "value": "sqlite3"})
+    by_topic = await index.query_keyword(
+        QUERY, 3, 0.0, parse_filters({"type": "eq", "key": "topic", "value": "sqlite3"})
+    )
     assert [c.chunk_id for c in by_topic.chunks] == ["sqlite3"]
     either = {
         "type": "or",
         "filters": [{"type": "eq", "key": "topic", "value": "json"}, {"type": "lt", "key": "year", "value": 2020}],
     }
-    fused = await index.query_hybrid(query, QUERY, 3, 0.0, "rrf", {"impact_factor": 60}, either)
+    fused = await index.query_hybrid(query, QUERY, 3, 0.0, "rrf", {"impact_factor": 60}, parse_filters(either))
     assert sorted(c.chunk_id for c in fused.chunks) == ["csv", "json"]
 
 
@@ -107,7 +110,9 @@ async def test_a_0_1_collection_is_searched_filtered_and_extended_in_place(legac
 
         text = "The zipfile module reads and writes ZIP archives of comma separated values files."
         await index.add_chunks([chunk(text, embedder([text])[0], "file-zip", "zip", topic="zip", year=2025)])
-        newest = await index.query_vector(embedder([QUERY])[0], 5, 0.0, {"type": "gt", "key": "year", "value": 2024})
+        newest = await index.query_vector(
+            embedder([QUERY])[0], 5, 0.0, parse_filters({"type": "gt", "key": "year", "value": 2024})
+        )
         assert [(c.chunk_id, c.metadata["topic"]) for c in newest.chunks] == [("zip", "zip")]
         fields = {f["name"] for f in backend.client.describe_collection(index.collection)["fields"]}
         assert "attributes" in fields  # nothing was rewritten behind the user's back

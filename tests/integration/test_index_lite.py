@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from llama_stack_api import ChunkForDeletion, ChunkMetadata, EmbeddedChunk
 
+from llama_stack_milvus.errors import MilvusBackendError
 from llama_stack_milvus.offline import ensure_embedding_model
-from llama_stack_milvus.vector_io.adapter import open_lite_backend
+from llama_stack_milvus.vector_io.backend import open_lite_backend
 from llama_stack_milvus.vector_io.config import InlineMilvusConfig
-from llama_stack_milvus.vector_io.errors import MilvusBackendError
+from llama_stack_milvus.vector_io.filters import parse_filters
 from llama_stack_milvus.vector_io.index import MilvusIndex
 
 PERSISTENCE = {"namespace": "vector_io::milvus", "backend": "kv_default"}
@@ -230,10 +231,11 @@ async def attribute_index(backend, embedder):
 async def test_filters_select_exactly_the_matching_rows_in_every_mode(attribute_index, tree) -> None:
     index, vector, text = attribute_index
     expected = {f"c{i}" for i, row in enumerate(ROWS) if matches(tree, row)}
+    parsed = parse_filters(tree)
     for response in (
-        await index.query_vector(vector, 50, 0.0, tree),
-        await index.query_keyword(text, 50, 0.0, tree),
-        await index.query_hybrid(vector, text, 50, 0.0, "rrf", {}, tree),
+        await index.query_vector(vector, 50, 0.0, parsed),
+        await index.query_keyword(text, 50, 0.0, parsed),
+        await index.query_hybrid(vector, text, 50, 0.0, "rrf", {}, parsed),
     ):
         assert {c.chunk_id for c in response.chunks} == expected, tree
 

@@ -82,7 +82,7 @@ def recorded_chunks(client: LlamaStackClient, store_id: str, file_id: str) -> in
 DUMP_ROWS = """
 import json, sys
 from pymilvus import MilvusClient
-from llama_stack_milvus.vector_io.index import collection_name_for
+from llama_stack_milvus.vector_io.schema import collection_name_for
 client = MilvusClient(uri=sys.argv[1])
 name = collection_name_for(sys.argv[2])
 client.load_collection(name)

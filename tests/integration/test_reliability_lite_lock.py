@@ -35,7 +35,7 @@ def test_second_server_on_the_same_lite_file_fails_naming_the_file(make_server, 
     output = second.stdout + second.stderr
     assert second.returncode != 0, output[-3000:]
     assert seconds < SECOND_START_LIMIT_S, seconds
-    lines = [line for line in output.splitlines() if f"Cannot open the Milvus Lite file {db_path}" in line]
+    lines = [line for line in output.splitlines() if f"Cannot open Milvus Lite file {db_path}" in line]
     assert lines, output[-3000:]
     assert any("another process holds it" in line for line in lines), lines
 

@@ -61,7 +61,7 @@ remote.import_tests(suite, globals(), restart_suite_request)
 
 def test_deleted_store_has_no_milvus_collection(server, before, milvus):
     """Replaces the inline test (which opens the Lite file): asks the running Milvus server itself."""
-    from llama_stack_milvus.vector_io.index import collection_name_for
+    from llama_stack_milvus.vector_io.schema import collection_name_for
 
     client = milvus_server.connect(milvus.uri, milvus.token)
     try:

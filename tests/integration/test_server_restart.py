@@ -206,7 +206,7 @@ print(json.dumps(MilvusClient(uri=sys.argv[1]).list_collections()))
 
 def test_deleted_store_has_no_milvus_collection(server, before):
     """Looks into the Milvus Lite file itself, with the server stopped (Lite serves one process at a time)."""
-    from llama_stack_milvus.vector_io.index import collection_name_for
+    from llama_stack_milvus.vector_io.schema import collection_name_for
 
     server.stop()
     try:

@@ -4,14 +4,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llama_stack_milvus.vector_io.attributes import DYNAMIC_KEY_PREFIX, DYNAMIC_LAYOUT, JSON_FIELD_LAYOUT
-from llama_stack_milvus.vector_io.filters import MAX_DEPTH, translate_filters
+from llama_stack_milvus.vector_io.filters import MAX_DEPTH, parse_filters, to_expression
+from llama_stack_milvus.vector_io.schema import DYNAMIC_KEY_PREFIX, DYNAMIC_LAYOUT, JSON_FIELD_LAYOUT
 
 ALLOWED_CONTROL = "\t"
 safe_text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40
 ).filter(lambda s: all(ord(c) >= 0x20 and ord(c) != 0x7F or c in ALLOWED_CONTROL for c in s))
 HOSTILE = ['"', "'", "\\", '\\"', '" or 1==1 or "', ") or (1==1", "]", '["', "a\tb", "}", "%", "like"]
+
+
+def translate_filters(raw, path_of) -> str | None:
+    parsed = parse_filters(raw)
+    return None if parsed is None else to_expression(parsed, path_of)
 
 
 def scan(expression: str) -> tuple[list[str], str]:

@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from llama_stack_api import ChunkMetadata, EmbeddedChunk
 
-from llama_stack_milvus.vector_io.attributes import DYNAMIC_LAYOUT, JSON_FIELD_LAYOUT
-from llama_stack_milvus.vector_io.index import (
+from llama_stack_milvus.vector_io.schema import (
+    DYNAMIC_LAYOUT,
+    JSON_FIELD_LAYOUT,
     MAX_CONTENT_BYTES,
     chunk_to_row,
     collection_name_for,

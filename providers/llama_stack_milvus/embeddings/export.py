@@ -11,7 +11,7 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-from llama_stack_milvus.offline import default_cache_root
+from ..paths import cache_root
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -36,10 +36,10 @@ def export_key(source: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def ensure_onnx_model(cache_root: Path | None = None) -> Path:
+def ensure_onnx_model(cache_dir_root: Path | None = None) -> Path:
     """Returns a folder with model.onnx (int8) and tokenizer.json, exporting it first if it is not cached."""
     source = packaged_model_dir()
-    target = (cache_root or default_cache_root()) / "onnx" / f"all-MiniLM-L6-v2-int8-{export_key(source)}"
+    target = (cache_dir_root or cache_root()) / "onnx" / f"all-MiniLM-L6-v2-int8-{export_key(source)}"
     if (target / MODEL_FILE).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

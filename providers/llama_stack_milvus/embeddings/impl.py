@@ -19,8 +19,7 @@ from llama_stack_api import (
     validate_embeddings_input_is_text,
 )
 
-from llama_stack_milvus.vector_io.errors import InvalidRequestError
-
+from ..errors import InvalidRequestError
 from .batcher import EmbeddingBatcher
 from .config import OnnxEmbeddingsConfig
 from .encoder import OnnxEncoder

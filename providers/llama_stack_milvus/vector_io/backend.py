@@ -16,8 +16,8 @@ from pymilvus import MilvusClient
 from pymilvus.client.utils import SciPyHelper
 from pymilvus.exceptions import MilvusException
 
+from ..errors import MilvusBackendError, MilvusOpenError
 from .config import InlineMilvusConfig, RemoteMilvusConfig
-from .errors import MilvusBackendError, MilvusConnectionError
 
 logger = get_logger(name=__name__, category="vector_io::milvus")
 
@@ -71,26 +71,23 @@ class MilvusBackend:
 def open_lite_backend(config: InlineMilvusConfig) -> MilvusBackend:
     path = Path(os.path.expanduser(config.db_path))
     path.parent.mkdir(parents=True, exist_ok=True)
+    description = f"Milvus Lite file {path}"
     try:
         client = MilvusClient(uri=str(path))
     except Exception as e:
-        if lite_file_locked(path):
-            # pymilvus only says "Open local milvus failed"; the real cause stays in Milvus Lite's log.
-            raise RuntimeError(
-                f"Cannot open the Milvus Lite file {path}: another process holds it (a Lite file serves one "
-                "process at a time). Stop the other server using it, or give this one another db_path "
-                "(LLAMA_STACK_MILVUS_DIR)."
-            ) from None
-        raise RuntimeError(
-            f"Cannot open the Milvus Lite file {path}: {e}. A Lite file serves one process at a time: "
-            "stop the other server using it, or give this one another db_path (LLAMA_STACK_MILVUS_DIR)."
-        ) from e
+        # pymilvus only says "Open local milvus failed"; the real cause stays in Milvus Lite's log.
+        reason = "another process holds it" if lite_file_locked(path) else str(e)
+        raise MilvusOpenError(
+            description,
+            f"{reason} (a Lite file serves one process at a time)",
+            "Stop the other server using it, or give this one another db_path (LLAMA_STACK_MILVUS_DIR).",
+        ) from None
     version = importlib.metadata.version("milvus-lite")
     lite3 = int(version.split(".")[0]) >= 3
     capabilities = Capabilities(
         f"milvus-lite {version}", bm25=True, hnsw=lite3, flush_after_write=True, partition_key_filters=lite3
     )
-    return MilvusBackend(client, f"Milvus Lite file {path}", capabilities, config.request_timeout_s)
+    return MilvusBackend(client, description, capabilities, config.request_timeout_s)
 
 
 def lite_file_locked(path: Path) -> bool:
@@ -121,9 +118,7 @@ def open_remote_backend(config: RemoteMilvusConfig) -> MilvusBackend:
             reason = f"{reason} ({cause()})"
         if config.token:
             reason = reason.replace(config.token.get_secret_value(), "***")
-        raise MilvusConnectionError(
-            f"Cannot connect to Milvus at {config.uri}: {reason}. Check uri and token."
-        ) from None
+        raise MilvusOpenError(description, reason, "Check uri and token.") from None
     capabilities = capabilities_for_version(version)
     logger.info("Connected to Milvus", uri=config.uri, version=version, bm25=capabilities.bm25)
     return MilvusBackend(client, description, capabilities, config.request_timeout_s)

@@ -1,4 +1,5 @@
-"""A vector store's chunks in Milvus: dense vector + BM25 sparse vector + attributes (attributes.py) per row.
+"""A vector store's chunks in Milvus (the collection schema is in schema.py): upsert, delete, count, and the vector,
+keyword and hybrid searches with filters.
 
 per_store mode gives each store its own collection. shared mode keeps every store of one embedding
 dimension in one collection, with the store id as partition key and in every expression, so a deployment
@@ -6,123 +7,40 @@ can hold thousands of stores and no search crosses stores.
 """
 
 import asyncio
-import hashlib
-import re
 from collections.abc import Callable
 from typing import Any
 
-from llama_stack.providers.utils.inference.prompt_adapter import interleaved_content_as_str
 from llama_stack.providers.utils.memory.vector_store import RERANKER_TYPE_WEIGHTED, EmbeddingIndex
 from llama_stack_api import ChunkForDeletion, EmbeddedChunk, QueryChunksResponse
 from numpy.typing import NDArray
-from pymilvus import DataType, Function, FunctionType
 from pymilvus.exceptions import MilvusException
 
-from .attributes import DYNAMIC_LAYOUT, AttributeLayout, layout_of
+from ..errors import MilvusBackendError, MilvusFeatureUnsupportedError
 from .backend import MilvusBackend
 from .config import MilvusCommonConfig
-from .errors import MilvusBackendError, MilvusFeatureUnsupportedError
-from .filters import string_literal, translate_filters
+from .filters import Filter, string_literal, to_expression
 from .fusion import Hits, reciprocal_rank_fusion, weighted_fusion
-
-ROW_ID = "row_id"
-STORE_FIELD = "store_id"
-MAX_ROW_ID_LENGTH = 512
-MAX_STORE_ID_LENGTH = 256
-MAX_CONTENT_BYTES = 65535
-WRITE_BATCH_ROWS = 512
-
-
-def collection_name_for(vector_store_id: str) -> str:
-    """Milvus names allow letters, digits and underscores; a hash keeps distinct ids distinct."""
-    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", vector_store_id)
-    if cleaned != vector_store_id:
-        cleaned = f"{cleaned}_{hashlib.sha1(vector_store_id.encode()).hexdigest()[:8]}"
-    return f"lsm_{cleaned}"[:255]
-
-
-def row_id_for(chunk_id: str, document_id: str | None) -> str:
-    """The primary key: chunk ids alone repeat across files with equal text, so the document is part of it."""
-    row_id = f"{document_id}:{chunk_id}" if document_id else chunk_id
-    if len(row_id) > MAX_ROW_ID_LENGTH:
-        raise ValueError(f"chunk_id {chunk_id!r} with its document id is longer than {MAX_ROW_ID_LENGTH} characters")
-    return row_id
-
-
-def chunk_to_row(chunk: EmbeddedChunk, layout: AttributeLayout) -> dict[str, Any]:
-    text = chunk.content if isinstance(chunk.content, str) else interleaved_content_as_str(chunk.content)
-    if len(text.encode()) > MAX_CONTENT_BYTES:
-        raise ValueError(
-            f"chunk {chunk.chunk_id!r} holds {len(text.encode())} bytes of text; Milvus stores at most "
-            f"{MAX_CONTENT_BYTES}: use a smaller chunking_strategy.static.max_chunk_size_tokens"
-        )
-    info = chunk.model_dump(mode="json", exclude={"embedding", "metadata", "content"})
-    if not isinstance(chunk.content, str):
-        info["content"] = chunk.model_dump(mode="json", include={"content"})["content"]
-    return {
-        ROW_ID: row_id_for(chunk.chunk_id, chunk.document_id),
-        "content": text,
-        "vector": [float(x) for x in chunk.embedding],
-        "chunk_info": info,
-        **layout.columns(chunk.metadata),
-    }
-
-
-def row_to_chunk(entity: dict[str, Any], layout: AttributeLayout) -> EmbeddedChunk:
-    info = dict(entity["chunk_info"])
-    info.setdefault("content", entity["content"])
-    return EmbeddedChunk(**info, metadata=layout.read(entity), embedding=list(entity["vector"]))
-
-
-def output_fields(layout: AttributeLayout) -> list[str]:
-    return [ROW_ID, "content", "chunk_info", "vector", layout.output_field]
-
-
-async def create_chunk_collection(
-    backend: MilvusBackend, name: str, dimension: int, config: MilvusCommonConfig, shared: bool
-) -> None:
-    client = backend.client
-    schema = client.create_schema(auto_id=False, enable_dynamic_field=True)
-    schema.add_field(ROW_ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ROW_ID_LENGTH)
-    if shared:
-        schema.add_field(STORE_FIELD, DataType.VARCHAR, max_length=MAX_STORE_ID_LENGTH, is_partition_key=True)
-    schema.add_field(
-        "content", DataType.VARCHAR, max_length=MAX_CONTENT_BYTES, enable_analyzer=backend.capabilities.bm25
-    )
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
-    schema.add_field("chunk_info", DataType.JSON)
-    index_params = client.prepare_index_params()
-    index_params.add_index(field_name="vector", metric_type="COSINE", **dense_index(config, backend))
-    if backend.capabilities.bm25:
-        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_function(
-            Function(
-                name="content_bm25",
-                input_field_names=["content"],
-                output_field_names=["sparse"],
-                function_type=FunctionType.BM25,
-            )
-        )
-        index_params.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-    await backend.run(
-        f"create collection {name}",
-        client.create_collection,
-        collection_name=name,
-        schema=schema,
-        index_params=index_params,
-        consistency_level=config.consistency_level,
-    )
-
-
-def uses_hnsw(config: MilvusCommonConfig, backend: MilvusBackend) -> bool:
-    return config.index_type == "HNSW" or (config.index_type == "auto" and backend.capabilities.hnsw)
-
-
-def dense_index(config: MilvusCommonConfig, backend: MilvusBackend) -> dict[str, Any]:
-    if uses_hnsw(config, backend):
-        return {"index_type": "HNSW", "params": {"M": config.hnsw_m, "efConstruction": config.hnsw_ef_construction}}
-    index_type = "FLAT" if config.index_type == "auto" else config.index_type
-    return {"index_type": index_type, "params": {"nlist": 128} if index_type == "IVF_FLAT" else {}}
+from .schema import (
+    DYNAMIC_LAYOUT,
+    MAX_ROW_ID_LENGTH,
+    MAX_STORE_ID_LENGTH,
+    ROW_ID,
+    SPARSE,
+    STORE_FIELD,
+    VECTOR,
+    WRITE_BATCH_ROWS,
+    AttributeLayout,
+    chunk_to_row,
+    collection_name_for,
+    create_chunk_collection,
+    flush,
+    layout_of,
+    output_fields,
+    row_id_for,
+    row_to_chunk,
+    upsert_rows,
+    uses_hnsw,
+)
 
 
 class MilvusIndex(EmbeddingIndex):
@@ -216,14 +134,7 @@ class MilvusIndex(EmbeddingIndex):
         if not rows:
             return
         async with self.backend.write_lock(self.collection):
-            for start in range(0, len(rows), WRITE_BATCH_ROWS):
-                await self.backend.run(
-                    f"upsert into {self.collection}",
-                    self.backend.client.upsert,
-                    collection_name=self.collection,
-                    data=rows[start : start + WRITE_BATCH_ROWS],
-                )
-            await self._flush()
+            await upsert_rows(self.backend, self.collection, rows)
         self._empty = False
 
     async def delete_chunks(self, chunks_for_deletion: list[ChunkForDeletion]) -> None:
@@ -234,7 +145,7 @@ class MilvusIndex(EmbeddingIndex):
         async with self.backend.write_lock(self.collection):
             for start in range(0, len(row_ids), WRITE_BATCH_ROWS):
                 await self._delete_where(f"{ROW_ID} in [{', '.join(row_ids[start : start + WRITE_BATCH_ROWS])}]")
-            await self._flush()
+            await flush(self.backend, self.collection)
         self._empty = await self._count() == 0
 
     async def _delete_where(self, expression: str) -> None:
@@ -244,12 +155,6 @@ class MilvusIndex(EmbeddingIndex):
             collection_name=self.collection,
             filter=self._where(expression),
         )
-
-    async def _flush(self) -> None:
-        if self.backend.capabilities.flush_after_write:
-            await self.backend.run(
-                f"flush {self.collection}", self.backend.client.flush, collection_name=self.collection
-            )
 
     async def count(self) -> int:
         await self._ensure_loaded()
@@ -283,7 +188,7 @@ class MilvusIndex(EmbeddingIndex):
             await self._ensure_loaded()
             async with self.backend.write_lock(self.collection):
                 await self._delete_where("")
-                await self._flush()
+                await flush(self.backend, self.collection)
         else:
             await self.backend.run(
                 f"drop collection {self.collection}",
@@ -292,13 +197,13 @@ class MilvusIndex(EmbeddingIndex):
             )
         self._loaded = False
 
-    async def _search(self, leg: str, data: Any, field: str, metric: str, k: int, filters: Any) -> list[dict]:
+    async def _search(self, leg: str, data: Any, field: str, metric: str, k: int, filters: Filter | None) -> list[dict]:
         await self._ensure_loaded()
-        expression = self._where(translate_filters(filters, self.layout.path) or "")
+        expression = self._where(to_expression(filters, self.layout.path) if filters else "")
         if self._empty:
             return []
         params: dict[str, Any] = {"metric_type": metric}
-        if field == "vector" and uses_hnsw(self.config, self.backend):
+        if field == VECTOR and uses_hnsw(self.config, self.backend):
             params["params"] = {"ef": max(self.config.hnsw_ef_search, k)}
         result = await self._read(
             f"run a {leg} search in {self.collection}",
@@ -312,28 +217,28 @@ class MilvusIndex(EmbeddingIndex):
         )
         return list(result[0])
 
-    async def _vector_hits(self, embedding: NDArray, k: int, filters: Any) -> tuple[Hits, dict[str, dict]]:
-        found = await self._search("vector", [float(x) for x in embedding], "vector", "COSINE", k, filters)
+    async def _vector_hits(self, embedding: NDArray, k: int, filters: Filter | None) -> tuple[Hits, dict[str, dict]]:
+        found = await self._search("vector", [float(x) for x in embedding], VECTOR, "COSINE", k, filters)
         return _hits(found, lambda distance: distance)
 
-    async def _keyword_hits(self, query: str, k: int, filters: Any) -> tuple[Hits, dict[str, dict]]:
+    async def _keyword_hits(self, query: str, k: int, filters: Filter | None) -> tuple[Hits, dict[str, dict]]:
         if not self.backend.capabilities.bm25:
             raise MilvusFeatureUnsupportedError(
                 f"{self.backend.description} runs Milvus {self.backend.capabilities.version}, which has no BM25 "
                 "full-text search: keyword and hybrid search need Milvus 2.5 or newer; use search_mode='vector'"
             )
-        found = await self._search("keyword", query, "sparse", "BM25", k, filters)
+        found = await self._search("keyword", query, SPARSE, "BM25", k, filters)
         # Milvus Lite 3.x reports BM25 as negative distances (best first); the magnitude is the score.
         return _hits(found, abs)
 
     async def query_vector(
-        self, embedding: NDArray, k: int, score_threshold: float, filters: Any = None
+        self, embedding: NDArray, k: int, score_threshold: float, filters: Filter | None = None
     ) -> QueryChunksResponse:
         hits, entities = await self._vector_hits(embedding, k, filters)
         return _response(hits, entities, score_threshold, self.layout)
 
     async def query_keyword(
-        self, query_string: str, k: int, score_threshold: float, filters: Any = None
+        self, query_string: str, k: int, score_threshold: float, filters: Filter | None = None
     ) -> QueryChunksResponse:
         hits, entities = await self._keyword_hits(query_string, k, filters)
         return _response(hits, entities, score_threshold, self.layout)
@@ -346,7 +251,7 @@ class MilvusIndex(EmbeddingIndex):
         score_threshold: float,
         reranker_type: str,
         reranker_params: dict[str, Any] | None = None,
-        filters: Any = None,
+        filters: Filter | None = None,
     ) -> QueryChunksResponse:
         reranker_params = reranker_params or {}
         (vector_hits, vector_entities), (keyword_hits, keyword_entities) = await asyncio.gather(

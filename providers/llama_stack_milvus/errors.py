@@ -1,4 +1,4 @@
-"""Errors the provider raises; the stack turns their status_code into the HTTP status.
+"""Errors the providers raise; the stack turns their status_code into the HTTP status.
 
 All derive from ConflictError only for its registered exception handler: Llama Stack 0.7.3 answers any other
 exception through a generic handler that re-raises, and uvicorn then resets the client's keep-alive connection
@@ -34,8 +34,12 @@ class MilvusBackendError(ProviderError):
     status_code: httpx.codes = httpx.codes.SERVICE_UNAVAILABLE
 
 
-class MilvusConnectionError(RuntimeError):
-    """Milvus cannot be reached or refuses the credentials at start-up."""
+class MilvusOpenError(RuntimeError):
+    """Milvus cannot be opened at start-up: a Lite file that will not open, a server that cannot be reached or refuses
+    the credentials. One message shape for all: "Cannot open <which Milvus>: <why>. <what to do>"."""
+
+    def __init__(self, description: str, reason: str, remedy: str):
+        super().__init__(f"Cannot open {description}: {reason}. {remedy}")
 
 
 class MilvusFeatureUnsupportedError(ProviderError):

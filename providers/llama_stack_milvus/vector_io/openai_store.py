@@ -1,24 +1,58 @@
-"""What the OpenAI vector-store mixin of Llama Stack 0.7.3 gets wrong under crashes, restarts, concurrent clients
-and bad files, fixed in one layer between it and the adapter (each found by tests/integration/test_reliability_*):
+"""Our layer over Llama Stack 0.7.3's OpenAIVectorStoreMixin (the OpenAI vector-store, file and batch bookkeeping).
+Every departure from the mixin is here, so an upgrade of Llama Stack means reading this one module. Where and why:
 
-- in-progress batches, and attaches cut short by a crash or a shutdown, are resumed once the server serves;
-- a failed file keeps a last_error that says why; unknown and oversized files are refused before any work;
-- deleting a file cannot race a listing or a concurrent attach;
-- attaching a file that is being attached waits for that attach instead of doing it twice.
+Chunking
+- 'auto' chunking uses the distribution's file_ingestion_params. The router rewrites 'auto' into a static
+  800/400-token strategy before we see it, so that exact strategy is read as 'auto' too.
+File contents
+- a file's chunks are stored under one kvstore key (the mixin writes one key, a connection and a commit per chunk,
+  and reads them back in key order 0, 1, 10, 100, ...); files stored the mixin's way still load.
+Search
+- input is validated first (every mistake a 400 naming the field; filters parsed once, see filters.py), and
+  errors propagate (the mixin turns every exception into an empty 200).
+Attach
+- one attach of a file to a store at a time (concurrent attaches of one file each did the work and listed it twice);
+- unknown and oversized files are refused before any work; a failed file keeps a last_error that says why.
+Crashes and restarts
+- in-progress batches, and attaches cut short by a crash or a shutdown, are resumed once the server serves (the
+  mixin resumed batches in the start-up event loop, whose end cancelled them for good).
+Concurrency
+- deleting a file cannot race a listing or a concurrent attach.
+(Each was found by a test; tests/integration/test_reliability_*.py reproduce them.)
 """
 
 import asyncio
 import contextlib
+import json
+import math
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 from llama_stack.log import get_logger
-from llama_stack.providers.utils.memory.openai_vector_store_mixin import OpenAIVectorStoreMixin
-from llama_stack_api import Chunk, ChunkForDeletion, DeleteChunksRequest, RetrieveFileRequest, VectorStoreNotFoundError
+from llama_stack.providers.utils.memory.openai_vector_store_mixin import (
+    OPENAI_VECTOR_STORES_FILES_CONTENTS_PREFIX,
+    OPENAI_VECTOR_STORES_FILES_PREFIX,
+    OpenAIVectorStoreMixin,
+)
+from llama_stack_api import (
+    Chunk,
+    ChunkForDeletion,
+    DeleteChunksRequest,
+    QueryChunksRequest,
+    RetrieveFileRequest,
+    VectorStoreChunkingStrategy,
+    VectorStoreChunkingStrategyStatic,
+    VectorStoreChunkingStrategyStaticConfig,
+    VectorStoreNotFoundError,
+)
 from llama_stack_api.vector_io.models import (
+    DEFAULT_CHUNK_OVERLAP_TOKENS,
+    DEFAULT_CHUNK_SIZE_TOKENS,
     OpenAIAttachFileRequest,
     OpenAICreateVectorStoreFileBatchRequestWithExtraBody,
+    OpenAICreateVectorStoreRequestWithExtraBody,
+    OpenAISearchVectorStoreRequest,
     VectorStoreFileBatchObject,
     VectorStoreFileContentResponse,
     VectorStoreFileDeleteResponse,
@@ -26,18 +60,25 @@ from llama_stack_api.vector_io.models import (
     VectorStoreFileObject,
     VectorStoreFileStatus,
     VectorStoreListFilesResponse,
+    VectorStoreObject,
+    VectorStoreSearchResponse,
+    VectorStoreSearchResponsePage,
 )
 
-from .errors import FileTooLargeError, InvalidRequestError
+from ..errors import FileTooLargeError, InvalidRequestError, invalid_request_on_value_error
+from .filters import parse_filters
 
 # One key per attach in flight, holding its request: the mixin writes a file's record only once it is done.
 ATTACHING_PREFIX = "llama_stack_milvus:attaching:v1::"
+SEARCH_MODES = ("vector", "keyword", "hybrid")
+RANKERS = ("rrf", "weighted", "neural")
+MAX_NUM_RESULTS = 50
 
 logger = get_logger(name=__name__, category="vector_io::milvus")
 
 
-class ResilientFilesMixin(OpenAIVectorStoreMixin):
-    """Needs `self.config.max_file_mib`; the kvstore is the mixin's `self.kvstore`."""
+class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
+    """Needs `self.config.max_file_mib`, the mixin's `self.kvstore`, and query_chunks / delete_chunks."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Before the mixin's __init__, which assigns openai_vector_stores (a property here).
@@ -139,11 +180,78 @@ class ResilientFilesMixin(OpenAIVectorStoreMixin):
             task.cancel()
         await super().shutdown()
 
+    # ---------------------------------------------------------------------------------------- chunking
+
+    def _default_chunking(self) -> VectorStoreChunkingStrategyStatic:
+        params = self.vector_stores_config.file_ingestion_params
+        return VectorStoreChunkingStrategyStatic(
+            static=VectorStoreChunkingStrategyStaticConfig(
+                max_chunk_size_tokens=params.default_chunk_size_tokens,
+                chunk_overlap_tokens=params.default_chunk_overlap_tokens,
+            )
+        )
+
+    def _is_auto(self, strategy: VectorStoreChunkingStrategy | None) -> bool:
+        if strategy is None or strategy.type == "auto":
+            return True
+        return isinstance(strategy, VectorStoreChunkingStrategyStatic) and (
+            strategy.static.max_chunk_size_tokens,
+            strategy.static.chunk_overlap_tokens,
+        ) == (DEFAULT_CHUNK_SIZE_TOKENS, DEFAULT_CHUNK_OVERLAP_TOKENS)
+
+    async def openai_create_vector_store(
+        self, params: OpenAICreateVectorStoreRequestWithExtraBody
+    ) -> VectorStoreObject:
+        if self._is_auto(params.chunking_strategy):
+            params = params.model_copy(update={"chunking_strategy": self._default_chunking()})
+        return await super().openai_create_vector_store(params)
+
+    # ----------------------------------------------------------------------------------- file contents
+
+    # The mixin stores a file's chunks one kvstore key each: with the sqlite kvstore that is a connection and a
+    # commit per chunk, and its range read returns them in key order (0, 1, 10, 100, 11, ...). We store the list
+    # under one key: one commit, chunks in file order. Files stored the mixin's way still load, and the mixin's
+    # delete removes both shapes (it deletes keys 0..n-1).
+    async def _save_openai_vector_store_file(
+        self, store_id: str, file_id: str, file_info: dict[str, Any], file_contents: list[dict[str, Any]]
+    ) -> None:
+        prefix = self._contents_prefix(store_id, file_id)
+        # Keys only: reading the values back would load the previous contents (embeddings included) on every attach.
+        stale = [key for key in await self.kvstore.keys_in_range(prefix, prefix + "\xff") if key != f"{prefix}0"]
+        await self.kvstore.set(
+            key=f"{OPENAI_VECTOR_STORES_FILES_PREFIX}{store_id}:{file_id}", value=json.dumps(file_info)
+        )
+        await self.kvstore.set(key=f"{prefix}0", value=json.dumps(file_contents))
+        for key in stale:
+            await self.kvstore.delete(key)
+
+    async def _load_openai_vector_store_file_contents(self, store_id: str, file_id: str) -> list[dict[str, Any]]:
+        prefix = self._contents_prefix(store_id, file_id)
+        chunks: list[dict[str, Any]] = []
+        for raw in await self.kvstore.values_in_range(prefix, prefix + "\xff"):
+            stored = json.loads(raw)
+            chunks.extend(stored if isinstance(stored, list) else [stored])
+        return chunks
+
+    @staticmethod
+    def _contents_prefix(store_id: str, file_id: str) -> str:
+        return f"{OPENAI_VECTOR_STORES_FILES_CONTENTS_PREFIX}{store_id}:{file_id}:"
+
     # -------------------------------------------------------------------------------------------- attaching
 
     async def openai_attach_file_to_vector_store(
         self, vector_store_id: str, request: OpenAIAttachFileRequest
     ) -> VectorStoreFileObject:
+        if vector_store_id not in self.openai_vector_stores:
+            raise VectorStoreNotFoundError(vector_store_id)
+        if self._is_auto(request.chunking_strategy):
+            stored = self.openai_vector_stores[vector_store_id].get("chunking_strategy") or {}
+            strategy = (
+                VectorStoreChunkingStrategyStatic.model_validate(stored)
+                if stored.get("type") == "static"
+                else self._default_chunking()
+            )
+            request = request.model_copy(update={"chunking_strategy": strategy})
         await self._check_attachable(request.file_id)
         async with self._attaching(vector_store_id, request.file_id):
             key = f"{ATTACHING_PREFIX}{vector_store_id}:{request.file_id}"
@@ -278,3 +386,60 @@ class ResilientFilesMixin(OpenAIVectorStoreMixin):
                 "or of a type with no text extractor; upload text, Markdown, HTML or PDF"
             )
         return VectorStoreFileLastError(code="server_error", message=reason)
+
+    # ---------------------------------------------------------------------------------------------- search
+
+    async def openai_search_vector_store(
+        self, vector_store_id: str, request: OpenAISearchVectorStoreRequest
+    ) -> VectorStoreSearchResponsePage:
+        query = " ".join(request.query) if isinstance(request.query, list) else request.query
+        with invalid_request_on_value_error():
+            params = self._search_params(request, query)
+        if vector_store_id not in self.openai_vector_stores:
+            raise VectorStoreNotFoundError(vector_store_id)
+        response = await self.query_chunks(
+            QueryChunksRequest(vector_store_id=vector_store_id, query=query, params=params)
+        )
+        data = [
+            VectorStoreSearchResponse(
+                file_id=chunk.metadata.get("document_id", ""),
+                filename=chunk.metadata.get("filename", ""),
+                score=score,
+                attributes=chunk.metadata,
+                content=self._chunk_to_vector_store_content(chunk),
+            )
+            for chunk, score in zip(response.chunks, response.scores, strict=True)
+        ][: params["max_num_results"]]
+        search_query = request.query if isinstance(request.query, list) else [request.query]
+        return VectorStoreSearchResponsePage(search_query=search_query, data=data, has_more=False, next_page=None)
+
+    def _search_params(self, request: OpenAISearchVectorStoreRequest, query: str) -> dict[str, Any]:
+        """Validates a search request up front so that every mistake is a 400 naming the field."""
+        mode = request.search_mode or "vector"
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"search_mode must be one of {', '.join(SEARCH_MODES)}; got {mode!r}")
+        if not query.strip():
+            raise ValueError("query must contain some text")
+        max_num_results = 10 if request.max_num_results is None else request.max_num_results
+        if not 1 <= max_num_results <= MAX_NUM_RESULTS:
+            raise ValueError(f"max_num_results must be between 1 and {MAX_NUM_RESULTS}; got {max_num_results}")
+        ranking = request.ranking_options
+        threshold = ranking.score_threshold if ranking and ranking.score_threshold is not None else 0.0
+        if not math.isfinite(threshold):
+            raise ValueError("ranking_options.score_threshold must be a finite number")
+        if ranking and ranking.ranker is not None and ranking.ranker not in RANKERS:
+            raise ValueError(f"ranking_options.ranker must be one of {', '.join(RANKERS)}; got {ranking.ranker!r}")
+        params: dict[str, Any] = {
+            "mode": mode,
+            "max_num_results": max_num_results,
+            # Over-fetch only for hybrid, where the fusion profits from deeper lists. A vector or keyword search ranks
+            # the same candidates whatever its limit (HNSW's ef is fixed at >= 256), so a deeper fetch only costs.
+            "max_chunks": max_num_results
+            * (self.vector_stores_config.chunk_retrieval_params.chunk_multiplier if mode == "hybrid" else 1),
+            "score_threshold": threshold,
+        }
+        filters = parse_filters(request.filters)
+        if filters is not None:
+            params["filters"] = filters
+        params.update(self._build_reranker_params(ranking, self.vector_stores_config))
+        return params
