@@ -259,7 +259,7 @@ async def test_hostile_values_are_matched_literally(hostile_index, value) -> Non
     stored.append((row, value))
     await index.add_chunks([chunk("text", [1.0, 0.5, 0.25, 0.125], "file-h", row, v=value)])
     found = await index.query_vector(
-        np.array([1.0, 0.5, 0.25, 0.125]), 1000, 0.0, {"type": "eq", "key": "v", "value": value}
+        np.array([1.0, 0.5, 0.25, 0.125]), 1000, 0.0, parse_filters({"type": "eq", "key": "v", "value": value})
     )
     assert {c.chunk_id for c in found.chunks} == {r for r, v in stored if v == value}
 

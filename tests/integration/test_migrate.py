@@ -10,6 +10,7 @@ import pytest
 
 from llama_stack_milvus.vector_io.backend import open_lite_backend, open_remote_backend
 from llama_stack_milvus.vector_io.config import InlineMilvusConfig, RemoteMilvusConfig
+from llama_stack_milvus.vector_io.filters import parse_filters
 from llama_stack_milvus.vector_io.index import MilvusIndex
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +90,8 @@ async def assert_store_answers(index: MilvusIndex, embed) -> None:
     query = "read and write comma separated values"
     vector_hit = await index.query_vector(embed(query), 3, 0.0)
     keyword_hit = await index.query_keyword(query, 3, 0.0)
-    filtered = await index.query_vector(embed(query), 3, 0.0, {"type": "eq", "key": "topic", "value": "sqlite"})
+    only_sqlite = parse_filters({"type": "eq", "key": "topic", "value": "sqlite"})
+    filtered = await index.query_vector(embed(query), 3, 0.0, only_sqlite)
     assert vector_hit.chunks[0].chunk_id == keyword_hit.chunks[0].chunk_id == "csv"
     assert [c.chunk_id for c in filtered.chunks] == ["sqlite"]
 
