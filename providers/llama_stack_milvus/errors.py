@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
-from llama_stack_api import ConflictError
+from llama_stack_api import ConflictError, ResourceNotFoundError
 
 
 class ProviderError(ConflictError):
@@ -57,3 +57,17 @@ def invalid_request_on_value_error() -> Iterator[None]:
         raise
     except ValueError as e:
         raise InvalidRequestError(str(e)) from e
+
+
+class VectorStoreFileNotFoundError(ResourceNotFoundError):
+    """A file id that is not in the vector store: a 404 naming both."""
+
+    def __init__(self, file_id: str, vector_store_id: str) -> None:
+        super().__init__(file_id, resource_type="File", parent_resource=f"vector store '{vector_store_id}'")
+
+
+class VectorStoreFileBatchNotFoundError(ResourceNotFoundError):
+    """A file batch id unknown in the vector store (or belonging to another store): a 404 naming both."""
+
+    def __init__(self, batch_id: str, vector_store_id: str) -> None:
+        super().__init__(batch_id, resource_type="File batch", parent_resource=f"vector store '{vector_store_id}'")

@@ -7,7 +7,10 @@ from .config import MilvusCommonConfig
 
 async def get_provider_impl(config: MilvusCommonConfig, deps: dict[Api, Any]):
     """Entry point for both inline::milvus and remote::milvus; the config's type decides which Milvus."""
+    from ..http_contract import install
     from .adapter import MilvusVectorIOAdapter
+
+    install()
 
     impl = MilvusVectorIOAdapter(config, deps[Api.inference], deps.get(Api.files))
     await impl.initialize()

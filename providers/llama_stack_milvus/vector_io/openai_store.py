@@ -12,10 +12,16 @@ Search
   errors propagate (the mixin turns every exception into an empty 200).
 Attach
 - one attach of a file to a store at a time (concurrent attaches of one file each did the work and listed it twice);
-- unknown and oversized files are refused before any work; a failed file keeps a last_error that says why.
+- unknown and oversized files are refused before any work; a failed file keeps a last_error that says why;
+- in a batch or a new store's file_ids, such files become failed files naming the reason (the mixin dropped them
+  silently from a new store, and we used to refuse the whole batch).
+Unknown ids
+- a file or batch id the store does not hold is a 404 naming it (the mixin: a 400, or an empty 200 for contents).
 Crashes and restarts
 - in-progress batches, and attaches cut short by a crash or a shutdown, are resumed once the server serves (the
-  mixin resumed batches in the start-up event loop, whose end cancelled them for good).
+  mixin resumed batches in the start-up event loop, whose end cancelled them for good);
+- batches and resumed attaches run as the request that started them (caller and provider data, see
+  request_context.py), never as whichever request the server handled first.
 Concurrency
 - deleting a file cannot race a listing or a concurrent attach.
 (Each was found by a test; tests/integration/test_reliability_*.py reproduce them.)
@@ -23,8 +29,10 @@ Concurrency
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import math
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -40,8 +48,10 @@ from llama_stack_api import (
     ChunkForDeletion,
     DeleteChunksRequest,
     QueryChunksRequest,
+    ResourceNotFoundError,
     RetrieveFileRequest,
     VectorStoreChunkingStrategy,
+    VectorStoreChunkingStrategyAuto,
     VectorStoreChunkingStrategyStatic,
     VectorStoreChunkingStrategyStaticConfig,
     VectorStoreNotFoundError,
@@ -50,9 +60,9 @@ from llama_stack_api.vector_io.models import (
     DEFAULT_CHUNK_OVERLAP_TOKENS,
     DEFAULT_CHUNK_SIZE_TOKENS,
     OpenAIAttachFileRequest,
-    OpenAICreateVectorStoreFileBatchRequestWithExtraBody,
     OpenAICreateVectorStoreRequestWithExtraBody,
     OpenAISearchVectorStoreRequest,
+    OpenAIUpdateVectorStoreFileRequest,
     VectorStoreFileBatchObject,
     VectorStoreFileContentResponse,
     VectorStoreFileDeleteResponse,
@@ -65,11 +75,21 @@ from llama_stack_api.vector_io.models import (
     VectorStoreSearchResponsePage,
 )
 
-from ..errors import FileTooLargeError, InvalidRequestError, invalid_request_on_value_error
+from ..errors import (
+    FileTooLargeError,
+    VectorStoreFileBatchNotFoundError,
+    VectorStoreFileNotFoundError,
+    invalid_request_on_value_error,
+)
+from . import request_context
 from .filters import parse_filters
 
 # One key per attach in flight, holding its request: the mixin writes a file's record only once it is done.
 ATTACHING_PREFIX = "llama_stack_milvus:attaching:v1::"
+# Where a batch's record keeps the context (caller, provider data) of the request that created it.
+REQUEST_CONTEXT_KEY = "request_context"
+# Set while attaching the files of a batch or of a new store: a file that cannot be attached becomes a failed file.
+RECORD_REFUSED_FILES: contextvars.ContextVar[bool] = contextvars.ContextVar("record_refused_files", default=False)
 SEARCH_MODES = ("vector", "keyword", "hybrid")
 RANKERS = ("rrf", "weighted", "neural")
 MAX_NUM_RESULTS = 50
@@ -120,7 +140,8 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         except RuntimeError:
             return
         self._serving = True
-        self._track(loop.create_task(self._resume_after_restart()))
+        # An empty context: the request that happens to arrive first must not lend its identity to the resumes.
+        self._track(loop.create_task(self._resume_after_restart(), context=contextvars.Context()))
 
     def _track(self, task: asyncio.Task) -> None:
         self._resume_tasks.add(task)
@@ -131,12 +152,25 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             await super()._resume_incomplete_batches()
 
     async def _save_openai_vector_store_file_batch(self, batch_id: str, batch_info: dict[str, Any]) -> None:
+        # The first save happens in the request that creates the batch: its caller is who the batch runs as.
+        batch_info.setdefault(REQUEST_CONTEXT_KEY, request_context.capture())
         if self._shutting_down and batch_info["status"] == "cancelled":
             # Cancelled by the shutdown, not by the user: stays in progress on disk, to resume at the next start.
             await super()._save_openai_vector_store_file_batch(batch_id, {**batch_info, "status": "in_progress"})
             self.openai_file_batches[batch_id] = batch_info
             return
         await super()._save_openai_vector_store_file_batch(batch_id, batch_info)
+
+    async def _process_file_batch_async(
+        self, batch_id: str, batch_info: dict[str, Any], file_ids_override: list[str] | None = None
+    ) -> None:
+        # Runs as the batch's creator (a resumed batch too), and records unknown or oversized files as failed files.
+        with request_context.restore(batch_info.get(REQUEST_CONTEXT_KEY)):
+            recording = RECORD_REFUSED_FILES.set(True)
+            try:
+                await super()._process_file_batch_async(batch_id, batch_info, file_ids_override)
+            finally:
+                RECORD_REFUSED_FILES.reset(recording)
 
     async def _resume_after_restart(self) -> None:
         await self._resume_incomplete_batches()
@@ -158,13 +192,18 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             await self.kvstore.delete(key)
             if raw is None:
                 continue
-            vector_store_id, request_json = raw.split("\n", 1)
-            request = OpenAIAttachFileRequest.model_validate_json(request_json)
+            if not raw.startswith("{"):  # written by 0.2: "<store id>\n<request>"
+                store_id, request_json = raw.split("\n", 1)
+                raw = json.dumps({"vector_store_id": store_id, "request": json.loads(request_json)})
+            record = json.loads(raw)
+            vector_store_id = record["vector_store_id"]
+            request = OpenAIAttachFileRequest.model_validate(record["request"])
             store = self.openai_vector_stores.get(vector_store_id)
             if store is None or request.file_id in store["file_ids"] or (vector_store_id, request.file_id) in batched:
                 continue
             logger.info("Resuming an interrupted attach", vector_store_id=vector_store_id, file_id=request.file_id)
-            self._track(asyncio.create_task(self._resume_attach(vector_store_id, request)))
+            with request_context.restore(record.get(REQUEST_CONTEXT_KEY)):  # the task starts in this context
+                self._track(asyncio.create_task(self._resume_attach(vector_store_id, request)))
 
     async def _resume_attach(self, vector_store_id: str, request: OpenAIAttachFileRequest) -> None:
         try:
@@ -204,7 +243,11 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
     ) -> VectorStoreObject:
         if self._is_auto(params.chunking_strategy):
             params = params.model_copy(update={"chunking_strategy": self._default_chunking()})
-        return await super().openai_create_vector_store(params)
+        recording = RECORD_REFUSED_FILES.set(True)  # the store is made even if some of its file_ids are bad
+        try:
+            return await super().openai_create_vector_store(params)
+        finally:
+            RECORD_REFUSED_FILES.reset(recording)
 
     # ----------------------------------------------------------------------------------- file contents
 
@@ -252,10 +295,20 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
                 else self._default_chunking()
             )
             request = request.model_copy(update={"chunking_strategy": strategy})
-        await self._check_attachable(request.file_id)
         async with self._attaching(vector_store_id, request.file_id):
+            try:
+                await self._check_attachable(request.file_id)
+            except (ResourceNotFoundError, FileTooLargeError, ValueError) as e:
+                if not RECORD_REFUSED_FILES.get():
+                    raise
+                return await self._record_refused_file(vector_store_id, request, str(e))
             key = f"{ATTACHING_PREFIX}{vector_store_id}:{request.file_id}"
-            await self.kvstore.set(key, f"{vector_store_id}\n{request.model_dump_json()}")
+            record = {
+                "vector_store_id": vector_store_id,
+                "request": request.model_dump(mode="json"),
+                REQUEST_CONTEXT_KEY: request_context.capture(),
+            }
+            await self.kvstore.set(key, json.dumps(record))
             try:
                 result = await super().openai_attach_file_to_vector_store(vector_store_id, request)
             except asyncio.CancelledError:
@@ -341,23 +394,84 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         include_metadata: bool | None = False,
     ) -> VectorStoreFileContentResponse:
         # The mixin answers an unknown file id with an empty 200, as if the file had no text.
-        store = self.openai_vector_stores.get(vector_store_id)
-        if store is not None and file_id not in store["file_ids"]:
-            raise InvalidRequestError(f"File {file_id} not found in vector store {vector_store_id}")
+        self._require_file(vector_store_id, file_id)
         return await super().openai_retrieve_vector_store_file_contents(
             vector_store_id, file_id, include_embeddings, include_metadata
         )
 
-    async def openai_create_vector_store_file_batch(
-        self, vector_store_id: str, params: OpenAICreateVectorStoreFileBatchRequestWithExtraBody
-    ) -> VectorStoreFileBatchObject:
-        # Checked up front: inside the batch an unknown or oversized file would only be counted as failed,
-        # with no record saying why.
+    async def _record_refused_file(
+        self, vector_store_id: str, request: OpenAIAttachFileRequest, reason: str
+    ) -> VectorStoreFileObject:
+        """A file of a batch or of a new store that cannot be attached (unknown id, too large): listed in the store
+        as failed, with the reason, and counted, as OpenAI does; the mixin let such files vanish without a trace."""
+        file = VectorStoreFileObject(
+            id=request.file_id,
+            attributes=request.attributes or {},
+            chunking_strategy=request.chunking_strategy or VectorStoreChunkingStrategyAuto(),
+            created_at=int(time.time()),
+            status="failed",
+            vector_store_id=vector_store_id,
+            last_error=VectorStoreFileLastError(code="server_error", message=reason),
+        )
+        async with self._get_vector_store_lock(vector_store_id):
+            store_info = self.openai_vector_stores[vector_store_id]
+            if request.file_id in store_info["file_ids"]:
+                return VectorStoreFileObject(**await self._load_openai_vector_store_file(vector_store_id, file.id))
+            await self._save_openai_vector_store_file(
+                vector_store_id, file.id, {**file.model_dump(), "filename": ""}, []
+            )
+            counts = dict(store_info["file_counts"])
+            counts["total"] += 1
+            counts["failed"] += 1
+            await self._save_openai_vector_store(
+                vector_store_id,
+                {**store_info, "file_ids": [*store_info["file_ids"], file.id], "file_counts": counts},
+            )
+        return file
+
+    # ------------------------------------------------------------------- unknown ids: a 404 naming them
+
+    def _require_file(self, vector_store_id: str, file_id: str) -> None:
+        """The mixin raises a bare ValueError (a 400) for a file id the store does not hold; OpenAI answers 404."""
+        store = self.openai_vector_stores.get(vector_store_id)
+        if store is None:
+            raise VectorStoreNotFoundError(vector_store_id)
+        if file_id not in store["file_ids"]:
+            raise VectorStoreFileNotFoundError(file_id, vector_store_id)
+
+    def _require_batch(self, vector_store_id: str, batch_id: str) -> None:
+        """As _require_file; a batch of another store is not found either (its existence does not leak)."""
         if vector_store_id not in self.openai_vector_stores:
             raise VectorStoreNotFoundError(vector_store_id)
-        for file_id in params.file_ids:
-            await self._check_attachable(file_id)
-        return await super().openai_create_vector_store_file_batch(vector_store_id, params)
+        batch = self.openai_file_batches.get(batch_id)
+        if batch is None or batch["vector_store_id"] != vector_store_id:
+            raise VectorStoreFileBatchNotFoundError(batch_id, vector_store_id)
+
+    async def openai_retrieve_vector_store_file(self, vector_store_id: str, file_id: str) -> VectorStoreFileObject:
+        self._require_file(vector_store_id, file_id)
+        return await super().openai_retrieve_vector_store_file(vector_store_id, file_id)
+
+    async def openai_update_vector_store_file(
+        self, vector_store_id: str, file_id: str, request: OpenAIUpdateVectorStoreFileRequest
+    ) -> VectorStoreFileObject:
+        self._require_file(vector_store_id, file_id)
+        return await super().openai_update_vector_store_file(vector_store_id, file_id, request)
+
+    async def openai_retrieve_vector_store_file_batch(
+        self, batch_id: str, vector_store_id: str
+    ) -> VectorStoreFileBatchObject:
+        self._require_batch(vector_store_id, batch_id)
+        return await super().openai_retrieve_vector_store_file_batch(batch_id, vector_store_id)
+
+    async def openai_list_files_in_vector_store_file_batch(self, batch_id: str, vector_store_id: str, *args, **kwargs):
+        self._require_batch(vector_store_id, batch_id)
+        return await super().openai_list_files_in_vector_store_file_batch(batch_id, vector_store_id, *args, **kwargs)
+
+    async def openai_cancel_vector_store_file_batch(
+        self, batch_id: str, vector_store_id: str
+    ) -> VectorStoreFileBatchObject:
+        self._require_batch(vector_store_id, batch_id)
+        return await super().openai_cancel_vector_store_file_batch(batch_id, vector_store_id)
 
     async def _check_attachable(self, file_id: str) -> None:
         """A 404 for an unknown file id; a 413 for a file above max_file_mib, which would hold the server for

@@ -1,0 +1,70 @@
+"""Llama Stack 0.7.3's HTTP error contract, mended where it breaks OpenAI's; installed once when our vector_io
+provider loads (inside the server's create_app, before it registers its exception handlers and serves):
+
+- an unknown vector store or file is a 404 naming it on every route. Upstream rewrites every not-found error under
+  /v1/vector_stores into a 400, and its routing table raises a bare ValueError ("Vector_store 'x' not found", a 400)
+  before any provider runs;
+- a store the caller may not read is the same 404 (the routing table hides it), so its existence does not leak;
+- no error response closes the keep-alive connection. Upstream registers its handler for Exception, which
+  Starlette runs in ServerErrorMiddleware: that middleware answers, then re-raises, and uvicorn drops the connection
+  (the client's next request on it failed with "connection reset by peer"). Registered under BaseException as well,
+  the same handler runs in ExceptionMiddleware, which answers and stops.
+"""
+
+import traceback
+
+import httpx
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from llama_stack.core.access_control.access_control import AccessDeniedError, is_action_allowed
+from llama_stack.core.access_control.datatypes import Action
+from llama_stack.core.exceptions.translation import translate_exception
+from llama_stack.core.request_headers import get_authenticated_user
+from llama_stack.core.routing_tables.common import CommonRoutingTableImpl
+from llama_stack.core.server import server
+from llama_stack_api import ResourceNotFoundError, VectorStoreNotFoundError
+from llama_stack_api.common.errors import OpenAIErrorResponse
+
+_installed = False
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    server.global_exception_handler = exception_handler
+    CommonRoutingTableImpl.assert_action_allowed = assert_action_allowed
+    build_middleware_stack = server.StackApp.build_middleware_stack
+
+    def build_with_every_exception_handled(app: server.StackApp):
+        handler = app.exception_handlers.get(Exception)
+        if handler is not None:
+            app.exception_handlers.setdefault(BaseException, handler)
+        return build_middleware_stack(app)
+
+    server.StackApp.build_middleware_stack = build_with_every_exception_handled
+
+
+async def exception_handler(request: Request, exc: Exception) -> JSONResponse:
+    http_exc = translate_exception(exc)
+    if http_exc.status_code >= httpx.codes.INTERNAL_SERVER_ERROR:
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    return JSONResponse(
+        status_code=http_exc.status_code, content=OpenAIErrorResponse.from_message(http_exc.detail).to_dict()
+    )
+
+
+async def assert_action_allowed(self: CommonRoutingTableImpl, action: Action, type: str, identifier: str) -> None:
+    obj = await self.get_object_by_identifier(type, identifier)  # None too for an object the caller may not read
+    if obj is None:
+        raise not_found(type, identifier)
+    user = get_authenticated_user()
+    if not is_action_allowed(self.policy, action, obj, user):
+        raise AccessDeniedError(action, obj, user)
+
+
+def not_found(type: str, identifier: str) -> ResourceNotFoundError:
+    if type == "vector_store":
+        return VectorStoreNotFoundError(identifier)
+    return ResourceNotFoundError(identifier, resource_type=type.replace("_", " ").capitalize())
