@@ -7,8 +7,8 @@ provider loads (inside the server's create_app, before it registers its exceptio
 - a store the caller may not read is the same 404 (the routing table hides it), so its existence does not leak;
 - no error response closes the keep-alive connection. Upstream registers its handler for Exception, which
   Starlette runs in ServerErrorMiddleware: that middleware answers, then re-raises, and uvicorn drops the connection
-  (the client's next request on it failed with "connection reset by peer"). Registered under BaseException as well,
-  the same handler runs in ExceptionMiddleware, which answers and stops.
+  (the client's next request on it failed with "connection reset by peer"). AnswerErrors, the innermost user
+  middleware, answers such errors with the same handler and stops there.
 """
 
 import traceback
@@ -24,6 +24,8 @@ from llama_stack.core.routing_tables.common import CommonRoutingTableImpl
 from llama_stack.core.server import server
 from llama_stack_api import ResourceNotFoundError, VectorStoreNotFoundError
 from llama_stack_api.common.errors import OpenAIErrorResponse
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _installed = False
 
@@ -37,13 +39,38 @@ def install() -> None:
     CommonRoutingTableImpl.assert_action_allowed = assert_action_allowed
     build_middleware_stack = server.StackApp.build_middleware_stack
 
-    def build_with_every_exception_handled(app: server.StackApp):
-        handler = app.exception_handlers.get(Exception)
-        if handler is not None:
-            app.exception_handlers.setdefault(BaseException, handler)
+    def build_with_errors_answered(app: server.StackApp) -> ASGIApp:
+        app.user_middleware.append(Middleware(AnswerErrors))
         return build_middleware_stack(app)
 
-    server.StackApp.build_middleware_stack = build_with_every_exception_handled
+    server.StackApp.build_middleware_stack = build_with_errors_answered
+
+
+class AnswerErrors:
+    """Answers an exception no route handled with exception_handler, unless the response has begun (a stream
+    cut short: the connection must close then)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception as exc:
+            if started:
+                raise
+            response = await exception_handler(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 async def exception_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -10,6 +10,7 @@ test (hypothesis) that throws generated filters and queries at the HTTP search e
 
 import os
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -218,32 +219,95 @@ def test_one_file_attached_by_four_clients_at_once_is_attached_once(stack_server
 def unknown_id_requests(store_id: str, file_id: str) -> list[tuple[str, str, dict | None, str]]:
     """(method, path, json body, the id the message must name)."""
     bogus_store, bogus_file = "vs_no_such_store", "file-" + "0" * 32  # well-formed: the id itself is unknown
+    bogus_batch = "batch_no_such_batch"
     return [
         ("GET", f"/v1/vector_stores/{bogus_store}", None, bogus_store),
+        ("POST", f"/v1/vector_stores/{bogus_store}", {"name": "renamed"}, bogus_store),
+        ("POST", f"/v1/vector_stores/{bogus_store}/search", {"query": "memory"}, bogus_store),
         ("POST", f"/v1/vector_stores/{bogus_store}/files", {"file_id": file_id}, bogus_store),
         ("GET", f"/v1/vector_stores/{bogus_store}/files", None, bogus_store),
         ("GET", f"/v1/vector_stores/{bogus_store}/files/{file_id}", None, bogus_store),
+        ("POST", f"/v1/vector_stores/{bogus_store}/file_batches", {"file_ids": [file_id]}, bogus_store),
         ("DELETE", f"/v1/vector_stores/{bogus_store}", None, bogus_store),
         ("POST", f"/v1/vector_stores/{store_id}/files", {"file_id": bogus_file}, bogus_file),
         ("GET", f"/v1/vector_stores/{store_id}/files/{bogus_file}", None, bogus_file),
+        ("POST", f"/v1/vector_stores/{store_id}/files/{bogus_file}", {"attributes": {"a": "b"}}, bogus_file),
         ("GET", f"/v1/vector_stores/{store_id}/files/{bogus_file}/content", None, bogus_file),
         ("DELETE", f"/v1/vector_stores/{store_id}/files/{bogus_file}", None, bogus_file),
-        ("POST", f"/v1/vector_stores/{store_id}/file_batches", {"file_ids": [bogus_file]}, bogus_file),
+        ("GET", f"/v1/vector_stores/{store_id}/file_batches/{bogus_batch}", None, bogus_batch),
+        ("GET", f"/v1/vector_stores/{store_id}/file_batches/{bogus_batch}/files", None, bogus_batch),
+        ("POST", f"/v1/vector_stores/{store_id}/file_batches/{bogus_batch}/cancel", None, bogus_batch),
         ("GET", f"/v1/files/{bogus_file}", None, bogus_file),
+        ("GET", f"/v1/files/{bogus_file}/content", None, bogus_file),
+        ("DELETE", f"/v1/files/{bogus_file}", None, bogus_file),
     ]
 
 
-def test_unknown_store_and_file_ids_are_4xx_naming_the_id(stack_server, stored):
+def test_unknown_store_file_and_batch_ids_are_404s_naming_the_id_on_one_connection(stack_server, stored):
+    """OpenAI answers 404 (Llama Stack 0.7.3: 400, from its router before any provider runs); every request goes on
+    the same keep-alive connection, which assert_client_error checks still serves."""
     file_id = next(iter(stored.file_ids.values()))
     failures = []
-    for method, path, body, named in unknown_id_requests(stored.store_id, file_id):
-        # A fresh connection each time: some of these leave through Llama Stack's generic handler, which drops
-        # the keep-alive connection after answering.
-        with httpx.Client(base_url=stack_server.base_url, timeout=120) as fresh:
-            response = fresh.request(method, path, json=body)
-        if not 400 <= response.status_code < 500 or named not in error_message(response):
-            failures.append(f"{method} {path}: {response.status_code} {response.text[:300]}")
+    with httpx.Client(base_url=stack_server.base_url, timeout=120) as one_connection:
+        for method, path, body, named in unknown_id_requests(stored.store_id, file_id):
+            response = one_connection.request(method, path, json=body)
+            if response.status_code != 404 or named not in error_message(response):
+                failures.append(f"{method} {path}: {response.status_code} {response.text[:300]}")
+                continue
+            assert_client_error(one_connection, response, status=404)
     assert not failures, "\n".join(failures)
+
+
+def wait_for_batch(http: httpx.Client, store_id: str, batch_id: str) -> dict:
+    for _ in range(600):
+        batch = http.get(f"/v1/vector_stores/{store_id}/file_batches/{batch_id}").json()
+        if batch["status"] != "in_progress":
+            return batch
+        time.sleep(0.5)
+    pytest.fail(f"batch {batch_id} still in progress after 300 s")
+
+
+def failed_reasons(http: httpx.Client, store_id: str) -> dict[str, str]:
+    files = http.get(f"/v1/vector_stores/{store_id}/files", params={"limit": 100}).json()["data"]
+    return {f["id"]: f["last_error"]["message"] for f in files if f["status"] == "failed"}
+
+
+def test_a_batch_with_unknown_and_malformed_ids_attaches_the_good_files_and_fails_each_bad_one(client, http):
+    good = [upload(client, testdocs.BY_KEY[key]) for key in ("memory", "gil")]
+    unknown, malformed = "file-" + "0" * 32, "not a file id"
+    store_id = client.vector_stores.create(name="partial-batch").id
+    response = http.post(f"/v1/vector_stores/{store_id}/file_batches", json={"file_ids": [*good, unknown, malformed]})
+    assert response.status_code == 200, response.text
+    batch = wait_for_batch(http, store_id, response.json()["id"])
+    assert batch["file_counts"] | {"cancelled": 0} == {
+        "completed": 2,
+        "failed": 2,
+        "in_progress": 0,
+        "cancelled": 0,
+        "total": 4,
+    }, batch
+    reasons = failed_reasons(http, store_id)
+    assert set(reasons) == {unknown, malformed}, reasons
+    assert unknown in reasons[unknown] and "not found" in reasons[unknown], reasons
+    assert malformed in reasons[malformed], reasons
+    counts = http.get(f"/v1/vector_stores/{store_id}").json()["file_counts"]
+    assert (counts["total"], counts["completed"], counts["failed"]) == (4, 2, 2), counts
+    assert files_of(http, store_id) == sorted(
+        [(g, "completed") for g in good] + [(unknown, "failed"), (malformed, "failed")]
+    )
+
+
+def test_creating_a_store_with_an_unknown_file_id_counts_it_failed(client, http):
+    good = [upload(client, testdocs.BY_KEY[key]) for key in ("memory", "gil", "windows")]
+    unknown = "file-" + "f" * 32
+    response = http.post("/v1/vector_stores", json={"name": "partial-create", "file_ids": [*good, unknown]})
+    assert response.status_code == 200, response.text
+    store = response.json()
+    assert store["file_counts"] == {"completed": 3, "failed": 1, "in_progress": 0, "cancelled": 0, "total": 4}, store
+    reasons = failed_reasons(http, store["id"])
+    assert list(reasons) == [unknown] and unknown in reasons[unknown], reasons
+    hits = client.vector_stores.search(store["id"], query=testdocs.BY_KEY["gil"].question).data
+    assert hits and hits[0].file_id == good[1], hits[:1]
 
 
 # ---------------------------------------------------------------------------------- search parameters
