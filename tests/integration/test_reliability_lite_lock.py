@@ -42,3 +42,29 @@ def test_second_server_on_the_same_lite_file_fails_naming_the_file(make_server, 
     # The first server never noticed: it still answers, with its store.
     response = httpx.get(f"{first.base_url}/v1/vector_stores/{store_id}", timeout=60)
     assert response.status_code == 200, response.text
+
+
+def test_scripts_run_shows_a_failed_start_as_its_reason_alone(make_server, tmp_path):
+    """`scripts/run` prints the reason of a failed start in one line and keeps the traceback in its log (a bare
+    `llama stack run` prints the config and a rich traceback, some 330 lines)."""
+    first = make_server("lite-lock-run")
+    log = tmp_path / "server.log"
+    env = dict(first.env, LLAMA_STACK_PORT=str(free_port()), LLAMA_STACK_MILVUS_LOG=str(log))
+    second = subprocess.run(
+        [str(ROOT / "scripts" / "run")],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=SECOND_START_LIMIT_S * 2,
+    )
+    assert second.returncode != 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert second.stdout == ""
+    reason, where = second.stderr.splitlines()
+    assert reason.startswith(
+        f"error: the server did not start: Cannot open Milvus Lite file {first.data_dir / 'milvus.db'}: another "
+        "process holds it"
+    ), reason
+    assert where == f"(full output in {log})"
+    assert "Traceback" in log.read_text()
