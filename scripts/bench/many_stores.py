@@ -12,7 +12,6 @@ import asyncio
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,14 +19,10 @@ from pathlib import Path
 import numpy as np
 from llama_stack_api import ChunkMetadata, EmbeddedChunk
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import milvus_server  # noqa: E402
-
 from llama_stack_milvus.vector_io.backend import open_remote_backend  # noqa: E402
 from llama_stack_milvus.vector_io.config import RemoteMilvusConfig  # noqa: E402
 from llama_stack_milvus.vector_io.index import MilvusIndex  # noqa: E402
+from llama_stack_milvus_devtools.milvus import start_server, stop_server
 
 DIMENSION = 384
 CHUNKS_PER_STORE = 5
@@ -101,11 +96,11 @@ async def main() -> None:
     for mode in args.modes:
         # A fresh server per mode, so neither run pays for the other's collections.
         with tempfile.TemporaryDirectory() as data:
-            server = milvus_server.start_server(args.kind, Path(data))
+            server = start_server(args.kind, Path(data))
             try:
                 rows.append(await run_mode(server, mode, args.stores, args.searches))
             finally:
-                milvus_server.stop_server(server)
+                stop_server(server)
     print(f"Milvus {args.kind} server, {args.stores} stores x {CHUNKS_PER_STORE} chunks, {args.searches} searches")
     columns = list(rows[0])
     print(" | ".join(columns))

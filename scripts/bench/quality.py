@@ -28,11 +28,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import _common as common
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as common  # noqa: E402
 
 K = 10
 DEFAULT_DATA = common.ROOT.parent / "shared" / "data" / "pyfaq"
@@ -160,9 +157,9 @@ def run_stack(
 
     result: dict = {"configs": {}}
     with tempfile.TemporaryDirectory(prefix=f"quality-{label}-") as tmp:
-        with common.StackServer(run_yaml, Path(tmp)) as server:
-            result["server_start_s"] = round(server.start_seconds, 1)
-            print(f"[{label}] server up in {server.start_seconds:.0f} s on {server.base_url}", file=sys.stderr)
+        with common.stack_server(run_yaml, Path(tmp)) as server:
+            result["server_start_s"] = round(server.start_seconds[-1], 1)
+            print(f"[{label}] server up in {server.start_seconds[-1]:.0f} s on {server.base_url}", file=sys.stderr)
             client = LlamaStackClient(base_url=server.base_url, timeout=900, max_retries=0)
             store = client.vector_stores.create(name=f"quality-{data.folder.name}")
             started = time.perf_counter()

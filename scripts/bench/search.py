@@ -22,12 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common as common
+import _docs
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as common  # noqa: E402
-import _docs  # noqa: E402
 
 RESULTS = common.ROOT / "scripts" / "bench" / "results"
 DEFAULT_QUERIES = common.ROOT.parent / "shared" / "data" / "pyfaq" / "queries.jsonl"
@@ -90,7 +87,7 @@ def run_stack(
 
     result: dict = {}
     with tempfile.TemporaryDirectory(prefix=f"search-{label}-") as tmp:
-        with common.StackServer(run_yaml, Path(tmp)) as server:
+        with common.stack_server(run_yaml, Path(tmp)) as server:
             client = LlamaStackClient(base_url=server.base_url, timeout=600, max_retries=0)
             store = client.vector_stores.create(name=f"search-{label}")
             started = time.perf_counter()

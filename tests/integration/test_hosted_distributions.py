@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import httpx
-import milvus_server
 import pytest
 from llama_stack_client import LlamaStackClient
+
+from llama_stack_milvus_devtools.milvus import connect, stop_server
 
 pytestmark = pytest.mark.server
 
@@ -106,11 +107,11 @@ def test_milvus_uri_switches_a_distribution_to_a_milvus_server(make_server, llam
         assert hits and hits[0].filename == "logs.md"
     finally:
         server.stop()
-    milvus_client = milvus_server.connect(milvus.uri)
+    milvus_client = connect(milvus.uri)
     try:
         collections = milvus_client.list_collections()
     finally:
         milvus_client.close()
-    milvus_server.stop_server(milvus)
+    stop_server(milvus)
     assert collections, "no collection on the Milvus server: the store went elsewhere"
     assert not (server.data_dir / "milvus.db").exists()

@@ -12,13 +12,11 @@ from llama_stack_milvus.vector_io.backend import open_lite_backend, open_remote_
 from llama_stack_milvus.vector_io.config import InlineMilvusConfig, RemoteMilvusConfig
 from llama_stack_milvus.vector_io.filters import parse_filters
 from llama_stack_milvus.vector_io.index import MilvusIndex
+from llama_stack_milvus_devtools.milvus import start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]
 LITE25_PYTHON = ROOT / ".venv-lite25" / "bin" / "python"
 PERSISTENCE = {"namespace": "vector_io::milvus", "backend": "kv_default"}
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import milvus_server  # noqa: E402
 
 pytestmark = [
     pytest.mark.server,
@@ -118,7 +116,7 @@ async def test_lite2_file_moves_into_a_lite3_file(exported, tmp_path, embed) -> 
 
 
 async def test_lite2_file_moves_into_a_milvus_server(exported, tmp_path, embed) -> None:
-    server = milvus_server.start_server("lite", tmp_path / "server")
+    server = start_server("lite", tmp_path / "server")
     try:
         subprocess.run(
             [sys.executable, "-m", "llama_stack_milvus.migrate", "import", "--in", exported, "--to-uri", server.uri],
@@ -130,7 +128,7 @@ async def test_lite2_file_moves_into_a_milvus_server(exported, tmp_path, embed) 
         await assert_store_answers(MilvusIndex(backend, "vs_old", 384, config), embed)
         backend.close()
     finally:
-        milvus_server.stop_server(server)
+        stop_server(server)
 
 
 def test_import_refuses_a_folder_without_manifest(tmp_path) -> None:

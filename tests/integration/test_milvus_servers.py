@@ -1,4 +1,5 @@
-"""Tests of scripts/milvus_server.py: real Milvus servers (standalone 2.3.5 and milvus-lite) on loopback.
+"""Real Milvus servers (standalone 2.3.5 and milvus-lite) on loopback, started by llama_stack_milvus_devtools.milvus
+and by its command line, scripts/milvus_server.py.
 
 The standalone server comes from .venv-milvus235 (created on first use: ~7 s, downloads the 58 MB wheel).
 """
@@ -17,11 +18,12 @@ import grpc
 import pytest
 from pymilvus import MilvusClient, MilvusException
 
+from llama_stack_milvus_devtools import processes
+from llama_stack_milvus_devtools.milvus import MilvusServer, connect, restart_server, start_server, stop_server
+from llama_stack_milvus_devtools.ports import port_is_free
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "milvus_server.py"
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import milvus_server  # noqa: E402
 
 DIM = 8
 
@@ -39,19 +41,19 @@ def processes_using(data_dir: Path) -> list[str]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
-        stat = milvus_server._proc_stat(int(entry))
+        stat = processes.proc_stat(int(entry))
         if stat is None or stat[0] in ("Z", "X"):
             continue
-        cmdline = milvus_server._cmdline(int(entry))
+        cmdline = processes.cmdline(int(entry))
         if str(data_dir) in cmdline:
             found.append(f"{entry}: {cmdline[:200]}")
     return found
 
 
-def assert_gone(server: milvus_server.MilvusServer) -> None:
-    assert milvus_server._group_pids(server.pid) == [], "processes of the group survived stop_server"
+def assert_gone(server: MilvusServer) -> None:
+    assert processes.group_pids(server.pid) == [], "processes of the group survived stop_server"
     assert processes_using(server.data_dir) == []
-    assert milvus_server.port_is_free(server.port)
+    assert port_is_free(server.port)
     # A standalone data dir takes ~140 MB (preallocated etcd and RocksDB logs); pytest keeps 3 runs of tmp dirs.
     shutil.rmtree(server.data_dir, ignore_errors=True)
 
@@ -88,13 +90,13 @@ def count(client: MilvusClient, name: str = "docs") -> int:
     return client.query(name, filter="id >= 0", output_fields=["count(*)"])[0]["count(*)"]
 
 
-def restart_and_check(server: milvus_server.MilvusServer) -> milvus_server.MilvusServer:
+def restart_and_check(server: MilvusServer) -> MilvusServer:
     """Milvus goes away and comes back: same port, same data (the 60 rows of round_trip)."""
     old_port, old_pid = server.port, server.pid
-    server = milvus_server.restart_server(server)
+    server = restart_server(server)
     assert server.port == old_port and server.pid != old_pid
-    assert milvus_server._group_pids(old_pid) == []
-    client = milvus_server.connect(server.uri, server.token)
+    assert processes.group_pids(old_pid) == []
+    client = connect(server.uri, server.token)
     assert count(client) == 60
     client.close()
     return server
@@ -103,11 +105,11 @@ def restart_and_check(server: milvus_server.MilvusServer) -> milvus_server.Milvu
 def test_lite_round_trip_bm25_hybrid_restart_and_stop(tmp_path: Path) -> None:
     from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, RRFRanker
 
-    server = milvus_server.start_server("lite", tmp_path / "lite")
+    server = start_server("lite", tmp_path / "lite")
     try:
         assert server.uri == f"http://127.0.0.1:{server.port}" and server.token is None
         assert server.started_in_seconds < 30
-        client = milvus_server.connect(server.uri)
+        client = connect(server.uri)
         assert client.get_server_version().startswith("milvus_lite-3.")
         round_trip(client)
 
@@ -137,14 +139,14 @@ def test_lite_round_trip_bm25_hybrid_restart_and_stop(tmp_path: Path) -> None:
         client.close()
         server = restart_and_check(server)
     finally:
-        milvus_server.stop_server(server)
+        stop_server(server)
     assert_gone(server)
-    milvus_server.stop_server(server)  # idempotent
+    stop_server(server)  # idempotent
 
 
 @needs_standalone_platform
 def test_standalone_auth_round_trip_restart_and_stop(tmp_path: Path) -> None:
-    server = milvus_server.start_server("standalone", tmp_path / "standalone")
+    server = start_server("standalone", tmp_path / "standalone")
     try:
         assert server.token == "root:Milvus"
         assert server.uri == f"http://127.0.0.1:{server.port}"
@@ -152,18 +154,18 @@ def test_standalone_auth_round_trip_restart_and_stop(tmp_path: Path) -> None:
         assert len(ports) == len(server.ports), f"two listeners share a port: {server.ports}"
         assert 19530 not in ports and 2379 not in ports and 2380 not in ports
         with pytest.raises(MilvusException) as refused:
-            milvus_server.connect(server.uri, "root:wrong", timeout=5)
+            connect(server.uri, "root:wrong", timeout=5)
         cause = refused.value.__cause__
         assert isinstance(cause, grpc.RpcError) and cause.code() == grpc.StatusCode.UNAUTHENTICATED, cause
 
-        client = milvus_server.connect(server.uri, server.token)
+        client = connect(server.uri, server.token)
         assert client.get_server_version() == "v2.3.5-lite"
         round_trip(client)
         client.close()
         assert server.rss_bytes() > 50 * 2**20
         server = restart_and_check(server)
     finally:
-        milvus_server.stop_server(server)
+        stop_server(server)
     assert_gone(server)
 
 
@@ -173,7 +175,7 @@ def test_busy_port_is_refused(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(RuntimeError, match="in use"):
-            milvus_server.start_server("lite", tmp_path / "lite", port=port)
+            start_server("lite", tmp_path / "lite", port=port)
 
 
 @pytest.mark.parametrize("kind", ["lite", pytest.param("standalone", marks=needs_standalone_platform)])
@@ -189,11 +191,11 @@ def test_cli_start_status_stop(tmp_path: Path, kind: str) -> None:
     try:
         assert started.returncode == 0, started.stderr
         values = dict(line.split("=", 1) for line in started.stdout.splitlines())
-        state = milvus_server.MilvusServer.from_json(json.loads((data / "server.json").read_text()))
+        state = MilvusServer.from_json(json.loads((data / "server.json").read_text()))
         assert values["MILVUS_URI"] == state.uri
         assert values["MILVUS_TOKEN"] == (state.token or "")
         assert state.is_running()  # detached: outlives the CLI process
-        client = milvus_server.connect(state.uri, state.token)
+        client = connect(state.uri, state.token)
         assert client.list_collections() == []
         client.close()
         assert cli("status", "--data", str(data)).returncode == 0

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, free_port
+
+from llama_stack_milvus_devtools import REPO_ROOT
+from llama_stack_milvus_devtools.ports import free_port
 
 pytestmark = pytest.mark.server
 
@@ -22,8 +24,8 @@ def test_second_server_on_the_same_lite_file_fails_naming_the_file(make_server, 
     llama = Path(sys.executable).parent / "llama"
     started = time.monotonic()
     second = subprocess.run(
-        [str(llama), "stack", "run", str(first.run_yaml.relative_to(ROOT)), "--port", str(free_port())],
-        cwd=ROOT,
+        [str(llama), "stack", "run", str(first.run_yaml), "--port", str(free_port())],
+        cwd=REPO_ROOT,
         env=first.env,
         stdin=subprocess.DEVNULL,
         capture_output=True,

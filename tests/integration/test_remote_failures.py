@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import milvus_server
 import pytest
 import test_remote_http as remote
 import test_server_http as http_suite
 import testdocs
 from llama_stack_client import LlamaStackClient
+
+from llama_stack_milvus_devtools.milvus import MilvusServer, connect, restart_server, stop_server
+from llama_stack_milvus_devtools.ports import free_port
 
 pytestmark = pytest.mark.server
 
@@ -58,7 +60,7 @@ class FailedStart:
 def run_failing_stack(tmp_path_factory, server_env, name: str, env: dict[str, str]) -> FailedStart:
     """Runs `llama stack run` of milvus-remote and waits for it to exit (fails the test if it serves instead)."""
     data_dir = tmp_path_factory.mktemp(name)
-    cmd = [llama(), "stack", "run", str(remote.REMOTE_RUN_YAML), "--port", str(milvus_server.free_port())]
+    cmd = [llama(), "stack", "run", str(remote.REMOTE_RUN_YAML), "--port", str(free_port())]
     started = time.monotonic()
     try:
         result = subprocess.run(
@@ -93,7 +95,7 @@ def wrong_token_start(standalone, tmp_path_factory, server_env, measurements) ->
 
 @pytest.fixture(scope="module")
 def refused_start(tmp_path_factory, server_env, measurements) -> FailedStart:
-    uri = f"http://127.0.0.1:{milvus_server.free_port()}"  # nothing listens there
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     run = run_failing_stack(tmp_path_factory, server_env, "refused", {"MILVUS_URI": uri, "MILVUS_TOKEN": UNUSED_TOKEN})
     remote.record(measurements, "start_failure_s[connection refused]", round(run.seconds, 2))
     remote.record(measurements, "start_failure_traceback_lines[connection refused]", traceback_lines(run.output))
@@ -144,7 +146,7 @@ def test_stack_start_failure_prints_no_traceback(case, request):
 class Outage:
     kind: str
     stack: Any
-    milvus: milvus_server.MilvusServer
+    milvus: MilvusServer
     store_id: str
     file_id: str
     body: dict[str, Any]
@@ -185,7 +187,7 @@ def outage(request, milvus_factory, make_server, measurements):
     state = Outage(kind, stack, milvus, store_id, file_id, body, ranked(response))
     assert state.baseline and state.baseline[0][0] == file_id
 
-    milvus_server.stop_server(milvus)
+    stop_server(milvus)
     for _ in range(2):
         response, seconds = search_once(stack.base_url, store_id, body)
         state.down.append((response.status_code, seconds, response.text))
@@ -193,7 +195,7 @@ def outage(request, milvus_factory, make_server, measurements):
     state.alive_while_down = stack.process is not None and stack.process.poll() is None
     state.health_while_down = httpx.get(f"{stack.base_url}/v1/health", timeout=30).status_code
     yield state
-    milvus_server.stop_server(state.milvus)
+    stop_server(state.milvus)
     stack.stop()
 
 
@@ -209,7 +211,7 @@ def test_milvus_outage_is_a_503_naming_milvus_and_the_stack_stays_up(outage):
 
 def test_search_succeeds_again_once_milvus_is_back_without_restarting_the_stack(outage, measurements):
     started = time.monotonic()
-    outage.milvus = milvus_server.restart_server(outage.milvus)
+    outage.milvus = restart_server(outage.milvus)
     remote.record(measurements, f"milvus_{outage.kind}_restart_s", round(time.monotonic() - started, 2))
     back = time.monotonic()
     attempts: list[str] = []
@@ -265,7 +267,7 @@ def test_shared_collection_holds_20_stores_whose_searches_never_cross(milvus_fac
                     chunks = chunks or len(hits)
                     assert len(hits) == chunks, (index, len(hits), chunks)  # no other store's copies
 
-        admin = milvus_server.connect(milvus.uri, milvus.token)
+        admin = connect(milvus.uri, milvus.token)
         try:
             assert admin.list_collections() == ["llama_stack_chunks_384"]
             # Deleting one store removes its rows only; the collection and the other stores stay.
@@ -282,4 +284,4 @@ def test_shared_collection_holds_20_stores_whose_searches_never_cross(milvus_fac
             admin.close()
         stack.stop()
     finally:
-        milvus_server.stop_server(milvus)
+        stop_server(milvus)

@@ -27,7 +27,7 @@ import testdocs
 
 ROOT = Path(__file__).resolve().parents[2]
 REMOTE_RUN_YAML = ROOT / "distributions" / "milvus-remote" / "run.yaml"
-# Test id of each real server -> its scripts/milvus_server.py kind.
+# Test id of each real server -> its llama_stack_milvus_devtools.milvus kind.
 MILVUS_KINDS = {"lite-server": "lite", "standalone-2.3.5": "standalone"}
 BM25_MODES = ("keyword", "hybrid")
 
@@ -46,7 +46,7 @@ def has_bm25(milvus) -> bool:
 
 
 def remote_env(milvus, **extra: str) -> dict[str, str]:
-    """Environment that points distributions/milvus-remote at a server from scripts/milvus_server.py."""
+    """Environment that points distributions/milvus-remote at a server from llama_stack_milvus_devtools."""
     return {"MILVUS_URI": milvus.uri, "MILVUS_TOKEN": milvus.token or "", **extra}
 
 

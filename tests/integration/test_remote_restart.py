@@ -8,11 +8,12 @@ stack data directory). On Milvus 2.3.5 the searches compared across the restart 
 from typing import Any
 
 import httpx
-import milvus_server
 import pytest
 import test_remote_http as remote
 import test_server_restart as suite
 import testdocs
+
+from llama_stack_milvus_devtools.milvus import connect
 
 # Fixtures used as they are: test_remote_http's server parametrization, and the restart suite's fixture that builds
 # stores and restarts the stack (it uses `server`, replaced below).
@@ -63,7 +64,7 @@ def test_deleted_store_has_no_milvus_collection(server, before, milvus):
     """Replaces the inline test (which opens the Lite file): asks the running Milvus server itself."""
     from llama_stack_milvus.vector_io.schema import collection_name_for
 
-    client = milvus_server.connect(milvus.uri, milvus.token)
+    client = connect(milvus.uri, milvus.token)
     try:
         collections = set(client.list_collections())
     finally:
