@@ -53,8 +53,8 @@ def test_scripts_run_shows_a_failed_start_as_its_reason_alone(make_server, tmp_p
     log = tmp_path / "server.log"
     env = dict(first.env, LLAMA_STACK_PORT=str(free_port()), LLAMA_STACK_MILVUS_LOG=str(log))
     second = subprocess.run(
-        [str(ROOT / "scripts" / "run")],
-        cwd=ROOT,
+        [str(REPO_ROOT / "scripts" / "run")],
+        cwd=REPO_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
