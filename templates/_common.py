@@ -130,6 +130,74 @@ def milvus_lite_provider(state: str, server_from_env: bool = False) -> dict[str,
     }
 
 
+# With auth on, who may do what (Llama Stack tries the rules in order; a request no rule permits is denied).
+# Stores and files record their creator as owner; the stack's "not found" for what a user may not read keeps
+# other users' ids from leaking. Things the config registers (models, the file-search tool group) have no
+# owner, and everyone may use them; stores and files made while auth was off have none either: admins only.
+ACCESS_POLICY: list[dict[str, Any]] = [
+    {
+        "permit": {"actions": ["create", "read", "update", "delete"]},
+        "when": "user with ${env.LLAMA_STACK_AUTH_ADMIN_ROLE:=admin} in roles",
+        "description": "admins see and manage every store and file",
+    },
+    {
+        "permit": {"actions": ["read", "update", "delete"]},
+        "when": "user is owner",
+        "description": "users read, change and delete what they created",
+    },
+    {
+        "permit": {"actions": ["create"], "resource": "vector_store::*"},
+        "description": "any user may create a vector store, which they then own",
+    },
+    {
+        "permit": {"actions": ["read"], "resource": "model::*"},
+        "when": "resource is unowned",
+        "description": "everyone may use the models the config registers",
+    },
+    {
+        "permit": {"actions": ["read"], "resource": "tool_group::*"},
+        "when": "resource is unowned",
+        "description": "everyone may use the built-in tool groups (file search)",
+    },
+]
+
+# A limit of a billion requests a day stands for "no limit" (Llama Stack has no off switch for a configured quota).
+UNLIMITED_PER_DAY = "1000000000"
+
+
+def server_config() -> dict[str, Any]:
+    """Listens on 127.0.0.1 unless LLAMA_STACK_HOST says otherwise; auth, quota and TLS are switched on by env.
+
+    Auth: LLAMA_STACK_AUTH_JWKS_URI set turns on oauth2_token (the stack drops provider_config, unexpanded, when
+    its `type` comes out empty). Roles come only from the token's `roles` (or Keycloak's realm_access.roles)
+    claim, not from `sub`, which the stack's default mapping also treats as a role: a user named "admin" must not
+    be one.
+    """
+    return {
+        "host": "${env.LLAMA_STACK_HOST:=127.0.0.1}",
+        "port": 8321,
+        "tls_certfile": "${env.LLAMA_STACK_TLS_CERTFILE:=}",
+        "tls_keyfile": "${env.LLAMA_STACK_TLS_KEYFILE:=}",
+        "tls_cafile": "${env.LLAMA_STACK_TLS_CAFILE:=}",
+        "auth": {
+            "provider_config": {
+                "type": "${env.LLAMA_STACK_AUTH_JWKS_URI:+oauth2_token}",
+                "jwks": {"uri": "${env.LLAMA_STACK_AUTH_JWKS_URI:=}"},
+                "issuer": "${env.LLAMA_STACK_AUTH_ISSUER:=}",
+                "audience": "${env.LLAMA_STACK_AUTH_AUDIENCE:=llama-stack}",
+                "claims_mapping": {"roles": "roles", "realm_access.roles": "roles"},
+            },
+            "access_policy": ACCESS_POLICY,
+        },
+        "quota": {
+            "kvstore": {"namespace": "quota", "backend": "kv_quota"},
+            "anonymous_max_requests": "${env.LLAMA_STACK_QUOTA_ANONYMOUS_PER_DAY:=" + UNLIMITED_PER_DAY + "}",
+            "authenticated_max_requests": "${env.LLAMA_STACK_QUOTA_AUTHENTICATED_PER_DAY:=" + UNLIMITED_PER_DAY + "}",
+            "period": "day",
+        },
+    }
+
+
 def run_config(
     name: str,
     state: str,
@@ -177,6 +245,9 @@ def run_config(
         "storage": {
             "backends": {
                 "kv_default": {"type": "kv_sqlite", "db_path": state + "/kvstore.db"},
+                # Request counts for server.quota: in memory (a file-backed sqlite kvstore opens and commits per
+                # request), so they restart from zero when the server does.
+                "kv_quota": {"type": "kv_sqlite", "db_path": ":memory:"},
                 "sql_default": {"type": "sql_sqlite", "db_path": state + "/sql_store.db"},
             },
             "stores": {
@@ -193,7 +264,7 @@ def run_config(
             },
         },
         "registered_resources": {"models": embedding_models() + llm_models, "vector_stores": []},
-        "server": {"port": 8321},
+        "server": server_config(),
         "vector_stores": {
             "default_provider_id": "milvus",
             # The router looks the default model up as "<provider_id>/<model_id>", and the stack names a
