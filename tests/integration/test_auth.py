@@ -6,11 +6,15 @@ expired or foreign token is a 401; /v1/health stays open; the admin sees everyth
 """
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import jwt
@@ -233,6 +237,26 @@ def test_admin_sees_and_reads_everything(client_for, alice_store):
     assert any(alice_store["marker"] in part.text for hit in hits for part in hit.content)
     assert admin.vector_stores.delete(alice_store["bob_store_id"]).deleted
     assert alice_store["bob_store_id"] not in [s.id for s in client_for("bob").vector_stores.list()]
+
+
+def run_cli(server, *args: str) -> subprocess.CompletedProcess:
+    cli = Path(sys.executable).parent / "llama-stack-milvus"
+    env = {k: v for k, v in os.environ.items() if k != "LLAMA_STACK_CLIENT_API_KEY"}
+    return subprocess.run(
+        [str(cli), "--url", server.base_url, *args], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def test_cli_sends_its_api_key(auth_server, signing_key, alice_store):
+    search = ("search", "--store", "alice-private", "secret launch code")
+    found = run_cli(auth_server, "--api-key", signing_key.token("alice", roles=["user"]), *search)
+    assert found.returncode == 0, found.stderr
+    assert alice_store["marker"] in found.stdout
+    # Bob's key: Alice's store is not there for him.
+    hidden = run_cli(auth_server, "--api-key", signing_key.token("bob", roles=["user"]), *search)
+    assert hidden.returncode == 2 and "no vector store named 'alice-private'" in hidden.stderr, hidden.stderr
+    refused = run_cli(auth_server, *search)
+    assert refused.returncode == 2 and "pass --api-key" in refused.stderr, refused.stderr
 
 
 def test_quota_limits_requests_per_client(make_server):

@@ -12,7 +12,7 @@ import sys
 import textwrap
 import time
 
-from llama_stack_client import APIConnectionError, APIError, LlamaStackClient
+from llama_stack_client import APIConnectionError, APIError, AuthenticationError, LlamaStackClient
 
 from .ingest import find_store, ingest
 from .query import Answer, Source, ask_agent, ask_rag, pick_model, search
@@ -24,6 +24,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llama-stack-milvus", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--url", default=os.environ.get("LLAMA_STACK_URL", DEFAULT_URL), help="server (env LLAMA_STACK_URL)"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("LLAMA_STACK_CLIENT_API_KEY"),
+        help="bearer token for a server with auth on (env LLAMA_STACK_CLIENT_API_KEY)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -66,7 +71,7 @@ def _print_answer(answer: Answer, seconds: float) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = LlamaStackClient(base_url=args.url)
+    client = LlamaStackClient(base_url=args.url, api_key=args.api_key)
     if args.command == "ingest":
         report = ingest(client, args.store, args.paths, args.chunk_size, args.chunk_overlap, not args.no_progress)
         print(report.summary())
@@ -96,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except APIConnectionError:
         print(f"error: no Llama Stack server at {args.url} (start one: ./scripts/run; or pass --url)", file=sys.stderr)
+        return 2
+    except AuthenticationError as e:
+        how = "the token was refused" if args.api_key else "the server has auth on"
+        print(f"error: {how} ({e.message}); pass --api-key or set LLAMA_STACK_CLIENT_API_KEY", file=sys.stderr)
         return 2
     except (APIError, LookupError) as e:
         print(f"error: {e}", file=sys.stderr)
