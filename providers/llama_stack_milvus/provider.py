@@ -3,10 +3,14 @@ inline::onnx-embeddings and inline::llama-cpp (a local chat model)."""
 
 from llama_stack_api import Api, InlineProviderSpec, ProviderSpec
 
+from . import not_found
+
 PIP_PACKAGES = ["llama-stack-milvus"]
 
 
 def get_provider_spec() -> list[ProviderSpec]:
+    # Called when the stack loads its providers, before the server sets up its error handlers.
+    not_found.install()
     return [
         InlineProviderSpec(
             api=Api.vector_io,
