@@ -161,17 +161,15 @@ ACCESS_POLICY: list[dict[str, Any]] = [
     },
 ]
 
-# A limit of a billion requests a day stands for "no limit" (Llama Stack has no off switch for a configured quota).
-UNLIMITED_PER_DAY = "1000000000"
-
-
 def server_config() -> dict[str, Any]:
-    """Listens on 127.0.0.1 unless LLAMA_STACK_HOST says otherwise; auth, quota and TLS are switched on by env.
+    """Listens on 127.0.0.1 unless LLAMA_STACK_HOST says otherwise; auth and TLS are switched on by env.
 
     Auth: LLAMA_STACK_AUTH_JWKS_URI set turns on oauth2_token (the stack drops provider_config, unexpanded, when
     its `type` comes out empty). Roles come only from the token's `roles` (or Keycloak's realm_access.roles)
     claim, not from `sub`, which the stack's default mapping also treats as a role: a user named "admin" must not
     be one.
+    No server.quota: its limits are integers, which `llama stack list-deps` validates before substituting ${env...},
+    so they cannot come from the environment (docs/security.md shows how to add one).
     """
     return {
         "host": "${env.LLAMA_STACK_HOST:=127.0.0.1}",
@@ -188,12 +186,6 @@ def server_config() -> dict[str, Any]:
                 "claims_mapping": {"roles": "roles", "realm_access.roles": "roles"},
             },
             "access_policy": ACCESS_POLICY,
-        },
-        "quota": {
-            "kvstore": {"namespace": "quota", "backend": "kv_quota"},
-            "anonymous_max_requests": "${env.LLAMA_STACK_QUOTA_ANONYMOUS_PER_DAY:=" + UNLIMITED_PER_DAY + "}",
-            "authenticated_max_requests": "${env.LLAMA_STACK_QUOTA_AUTHENTICATED_PER_DAY:=" + UNLIMITED_PER_DAY + "}",
-            "period": "day",
         },
     }
 
@@ -245,9 +237,6 @@ def run_config(
         "storage": {
             "backends": {
                 "kv_default": {"type": "kv_sqlite", "db_path": state + "/kvstore.db"},
-                # Request counts for server.quota: in memory (a file-backed sqlite kvstore opens and commits per
-                # request), so they restart from zero when the server does.
-                "kv_quota": {"type": "kv_sqlite", "db_path": ":memory:"},
                 "sql_default": {"type": "sql_sqlite", "db_path": state + "/sql_store.db"},
             },
             "stores": {

@@ -5,6 +5,8 @@ OpenAI gives for an id that does not exist, so existence does not leak, and chan
 expired or foreign token is a 401; /v1/health stays open; the admin sees everything. Auth off: the quota.
 """
 
+import datetime
+import ipaddress
 import json
 import os
 import subprocess
@@ -20,7 +22,12 @@ import httpx
 import jwt
 import openai
 import pytest
+import yaml
+from conftest import RUN_YAML, StackServer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from jwt.algorithms import RSAAlgorithm
 
 ISSUER = "https://idp.test"
@@ -259,11 +266,80 @@ def test_cli_sends_its_api_key(auth_server, signing_key, alice_store):
     assert refused.returncode == 2 and "pass --api-key" in refused.stderr, refused.stderr
 
 
-def test_quota_limits_requests_per_client(make_server):
+def with_quota(folder: Path, anonymous: int, authenticated: int) -> Path:
+    """milvus-embedded's run.yaml plus the server.quota block docs/security.md tells users to add."""
+    config = yaml.safe_load(RUN_YAML.read_text())
+    config["storage"]["backends"]["kv_quota"] = {"type": "kv_sqlite", "db_path": str(folder / "quota.db")}
+    config["server"]["quota"] = {
+        "kvstore": {"namespace": "quota", "backend": "kv_quota"},
+        "anonymous_max_requests": anonymous,
+        "authenticated_max_requests": authenticated,
+        "period": "day",
+    }
+    path = RUN_YAML.parent / f"run-quota-test-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_quota_limits_requests_per_client(make_server, tmp_path):
     """Auth off, 3 requests a day per client address: the start-up health check was the first."""
-    server = make_server("quota", env={**NO_LLM, "LLAMA_STACK_QUOTA_ANONYMOUS_PER_DAY": "3"})
+    run_yaml = with_quota(tmp_path, anonymous=3, authenticated=1000)
     try:
+        server = make_server("quota", run_yaml=run_yaml, env=NO_LLM)
         statuses = [httpx.get(f"{server.base_url}/v1/vector_stores", timeout=10).status_code for _ in range(3)]
-        assert statuses == [200, 200, 429]
+        server.stop()
+    finally:
+        run_yaml.unlink()
+    assert statuses == [200, 200, 429]
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+class TlsStackServer(StackServer):
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+
+def test_tls_from_env(server_env, tmp_path, monkeypatch):
+    cert, key = self_signed_certificate(tmp_path)
+    # StackServer polls /v1/health with httpx, which trusts SSL_CERT_FILE.
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    env = dict(
+        server_env,
+        **NO_LLM,
+        LLAMA_STACK_MILVUS_DIR=str(tmp_path),
+        LLAMA_STACK_TLS_CERTFILE=str(cert),
+        LLAMA_STACK_TLS_KEYFILE=str(key),
+    )
+    server = TlsStackServer(tmp_path, env)
+    server.start()
+    try:
+        assert httpx.get(f"{server.base_url}/v1/vector_stores", verify=str(cert), timeout=10).status_code == 200
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{server.port}/v1/health", timeout=10)
     finally:
         server.stop()
