@@ -68,7 +68,7 @@ def _check_target(url: str, policy: UrlPolicy) -> None:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
         if not _is_public(address):
             raise FetchError(
-                f"{url} resolves to {address}, a loopback, private or link-local address; "
+                f"{host} resolves to {address}, a loopback, private or link-local address; "
                 "pass --allow-private-urls to fetch from such addresses"
             )
 
@@ -83,7 +83,7 @@ def _read_capped(response: httpx.Response, policy: UrlPolicy) -> bytes:
     too_big = f"larger than the {policy.max_mib:g} MiB download cap (--max-download-mib)"
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > policy.max_bytes:
-        raise FetchError(f"{too_big}: it declares {int(declared) / 1024 / 1024:.1f} MiB")
+        raise FetchError(f"{too_big}: it declares {int(declared):,} bytes")
     data = bytearray()
     for chunk in response.iter_bytes():
         data += chunk
