@@ -1,5 +1,7 @@
 """Helpers shared by the seed examples: the client, a fresh store, the model to answer with."""
 
+import argparse
+import os
 import uuid
 from pathlib import Path
 
@@ -9,6 +11,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "data" / "corpus"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_DIMENSION = 384
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """--url, and --api-key: the bearer token a server with auth on expects (docs/security.md)."""
+    parser.add_argument("--url", default="http://localhost:8321")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("LLAMA_STACK_CLIENT_API_KEY"),
+        help="bearer token for a server with auth on (env LLAMA_STACK_CLIENT_API_KEY)",
+    )
 
 
 def fresh_store(client: LlamaStackClient, name: str):

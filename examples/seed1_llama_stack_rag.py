@@ -11,7 +11,7 @@ your own with --docs). Against the together distribution, pass --model together/
 import argparse
 from pathlib import Path
 
-from _common import CORPUS, chat_model, fresh_store
+from _common import CORPUS, add_server_arguments, chat_model, fresh_store
 from llama_stack_client import LlamaStackClient
 
 QUESTION = "What are the top 5 topics that were explained? Only list succinct bullet points."
@@ -20,13 +20,13 @@ CHUNKING = {"type": "static", "static": {"max_chunk_size_tokens": 1024, "chunk_o
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", default="http://localhost:8321")
+    add_server_arguments(parser)
     parser.add_argument("--docs", type=Path, default=CORPUS / "python-tutorial-rst")
     parser.add_argument("--model")
     parser.add_argument("--top-k", type=int, default=3, help="chunks file_search may return")
     args = parser.parse_args()
 
-    client = LlamaStackClient(base_url=args.url)
+    client = LlamaStackClient(base_url=args.url, api_key=args.api_key)
     store = fresh_store(client, "seed1-docs")
     for path in sorted(args.docs.glob("*.rst")):
         with path.open("rb") as handle:

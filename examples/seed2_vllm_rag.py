@@ -12,7 +12,7 @@ as in the tutorial). Offline, pages of the Python FAQ stand in for the Milvus do
 import argparse
 from pathlib import Path
 
-from _common import CORPUS, chat_model, fresh_store, insert_chunks
+from _common import CORPUS, add_server_arguments, chat_model, fresh_store, insert_chunks
 from llama_stack_client import LlamaStackClient
 
 from llama_stack_milvus.cli.documents import html_to_text
@@ -60,13 +60,13 @@ def build_prompt(question: str, hits: list) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", default="http://localhost:8321")
+    add_server_arguments(parser)
     parser.add_argument("--docs", type=Path, default=CORPUS / "python-faq-html")
     parser.add_argument("--question", default=QUESTION)
     parser.add_argument("--model")
     args = parser.parse_args()
 
-    client = LlamaStackClient(base_url=args.url)
+    client = LlamaStackClient(base_url=args.url, api_key=args.api_key)
     texts, sources = [], []
     pages = sorted(args.docs.glob("*.html"))
     for page in pages:

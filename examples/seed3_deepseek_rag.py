@@ -14,7 +14,7 @@ import argparse
 import re
 from pathlib import Path
 
-from _common import CORPUS, chat_model, fresh_store, insert_chunks
+from _common import CORPUS, add_server_arguments, chat_model, fresh_store, insert_chunks
 from llama_stack_client import LlamaStackClient
 from openai import OpenAI
 
@@ -40,13 +40,13 @@ def user_prompt(context: str, question: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", default="http://localhost:8321")
+    add_server_arguments(parser)
     parser.add_argument("--docs", type=Path, default=CORPUS / "docker-cli-md")
     parser.add_argument("--question", default=QUESTION)
     parser.add_argument("--model")
     args = parser.parse_args()
 
-    client = LlamaStackClient(base_url=args.url)
+    client = LlamaStackClient(base_url=args.url, api_key=args.api_key)
     lines, sources = [], []
     for page in sorted(args.docs.glob("*.md")):
         for section in split_on_headings(page.read_text()):
@@ -57,7 +57,7 @@ def main() -> None:
     store = fresh_store(client, "seed3-faq")
     insert_chunks(client, store.id, lines, sources)
 
-    openai = OpenAI(base_url=f"{args.url}/v1", api_key="unused")
+    openai = OpenAI(base_url=f"{args.url}/v1", api_key=args.api_key or "unused")
     hits = openai.vector_stores.search(vector_store_id=store.id, query=args.question, max_num_results=3).data
     for hit in hits:
         print(f"{hit.score:.3f}  {hit.attributes.get('source')}")

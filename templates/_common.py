@@ -130,6 +130,66 @@ def milvus_lite_provider(state: str, server_from_env: bool = False) -> dict[str,
     }
 
 
+# With auth on, who may do what (Llama Stack tries the rules in order; a request no rule permits is denied).
+# Stores and files record their creator as owner; the stack's "not found" for what a user may not read keeps
+# other users' ids from leaking. Things the config registers (models, the file-search tool group) have no
+# owner, and everyone may use them; stores and files made while auth was off have none either: admins only.
+ACCESS_POLICY: list[dict[str, Any]] = [
+    {
+        "permit": {"actions": ["create", "read", "update", "delete"]},
+        "when": "user with ${env.LLAMA_STACK_AUTH_ADMIN_ROLE:=admin} in roles",
+        "description": "admins see and manage every store and file",
+    },
+    {
+        "permit": {"actions": ["read", "update", "delete"]},
+        "when": "user is owner",
+        "description": "users read, change and delete what they created",
+    },
+    {
+        "permit": {"actions": ["create"], "resource": "vector_store::*"},
+        "description": "any user may create a vector store, which they then own",
+    },
+    {
+        "permit": {"actions": ["read"], "resource": "model::*"},
+        "when": "resource is unowned",
+        "description": "everyone may use the models the config registers",
+    },
+    {
+        "permit": {"actions": ["read"], "resource": "tool_group::*"},
+        "when": "resource is unowned",
+        "description": "everyone may use the built-in tool groups (file search)",
+    },
+]
+
+def server_config() -> dict[str, Any]:
+    """Listens on 127.0.0.1 unless LLAMA_STACK_HOST says otherwise; auth and TLS are switched on by env.
+
+    Auth: LLAMA_STACK_AUTH_JWKS_URI set turns on oauth2_token (the stack drops provider_config, unexpanded, when
+    its `type` comes out empty). Roles come only from the token's `roles` (or Keycloak's realm_access.roles)
+    claim, not from `sub`, which the stack's default mapping also treats as a role: a user named "admin" must not
+    be one.
+    No server.quota: its limits are integers, which `llama stack list-deps` validates before substituting ${env...},
+    so they cannot come from the environment (docs/security.md shows how to add one).
+    """
+    return {
+        "host": "${env.LLAMA_STACK_HOST:=127.0.0.1}",
+        "port": 8321,
+        "tls_certfile": "${env.LLAMA_STACK_TLS_CERTFILE:=}",
+        "tls_keyfile": "${env.LLAMA_STACK_TLS_KEYFILE:=}",
+        "tls_cafile": "${env.LLAMA_STACK_TLS_CAFILE:=}",
+        "auth": {
+            "provider_config": {
+                "type": "${env.LLAMA_STACK_AUTH_JWKS_URI:+oauth2_token}",
+                "jwks": {"uri": "${env.LLAMA_STACK_AUTH_JWKS_URI:=}"},
+                "issuer": "${env.LLAMA_STACK_AUTH_ISSUER:=}",
+                "audience": "${env.LLAMA_STACK_AUTH_AUDIENCE:=llama-stack}",
+                "claims_mapping": {"roles": "roles", "realm_access.roles": "roles"},
+            },
+            "access_policy": ACCESS_POLICY,
+        },
+    }
+
+
 def run_config(
     name: str,
     state: str,
@@ -193,7 +253,7 @@ def run_config(
             },
         },
         "registered_resources": {"models": embedding_models() + llm_models, "vector_stores": []},
-        "server": {"port": 8321},
+        "server": server_config(),
         "vector_stores": {
             "default_provider_id": "milvus",
             # The router looks the default model up as "<provider_id>/<model_id>", and the stack names a

@@ -63,7 +63,8 @@ def test_scripts_run_shows_a_failed_start_as_its_reason_alone(make_server, tmp_p
     )
     assert second.returncode != 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert second.stdout == ""
-    reason, where = second.stderr.splitlines()
+    assert "Traceback" not in second.stderr
+    reason, where = second.stderr.splitlines()[-2:]
     assert reason.startswith(
         f"error: the server did not start: Cannot open Milvus Lite file {first.data_dir / 'milvus.db'}: another "
         "process holds it"

@@ -2,6 +2,7 @@
 
 import hashlib
 import mimetypes
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -11,11 +12,13 @@ from urllib.parse import urlparse
 
 import httpx
 
+from .fetch import FetchError, UrlPolicy, fetch
+
 # Extensions ingested from folders; the server parses PDF itself, the client turns HTML into text.
 SUPPORTED = {".txt": "text", ".md": "text", ".markdown": "text", ".rst": "text", ".html": "html", ".htm": "html"}
 SUPPORTED[".pdf"] = "pdf"
+DEFAULT_URL_POLICY = UrlPolicy()
 CONTENT_TYPES = {"text/html": ".html", "application/pdf": ".pdf", "text/markdown": ".md", "text/plain": ".txt"}
-URL_TIMEOUT_S = 30.0
 
 
 class DocumentError(Exception):
@@ -47,7 +50,8 @@ class Candidate:
 
 
 def is_url(text: str) -> bool:
-    return urlparse(text).scheme in ("http", "https")
+    """Anything with a scheme counts, so that ftp:// or file:// get a clear refusal rather than "no such file"."""
+    return "://" in text
 
 
 def expand(targets: list[str]) -> Iterator[Candidate | DocumentError]:
@@ -58,18 +62,32 @@ def expand(targets: list[str]) -> Iterator[Candidate | DocumentError]:
             continue
         path = Path(target).expanduser()
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in SUPPORTED:
-                    yield Candidate(str(child.resolve()), child)
+            yield from _walk(path)
         elif path.exists():
             yield Candidate(str(path.resolve()), path)
         else:
             yield DocumentError(f"{target}: no such file or folder")
 
 
-def load(candidate: Candidate) -> Document:
+def _walk(folder: Path) -> Iterator[Candidate | DocumentError]:
+    """The folder's supported files. Symbolic links are not followed out of it: a link to a file or folder elsewhere
+    is reported and skipped (links within it are skipped silently, their targets are walked anyway)."""
+    root = folder.resolve()
+    found: list[Candidate | DocumentError] = []
+    for directory, subdirectories, files in os.walk(folder):
+        for name in subdirectories + files:
+            child = Path(directory) / name
+            if not child.is_symlink():
+                if name in files and child.suffix.lower() in SUPPORTED:
+                    found.append(Candidate(str(child.resolve()), child))
+            elif not child.resolve().is_relative_to(root):
+                found.append(DocumentError(f"{child}: a symbolic link out of {folder}; not followed"))
+    yield from sorted(found, key=lambda item: str(item.path) if isinstance(item, Candidate) else str(item))
+
+
+def load(candidate: Candidate, url_policy: UrlPolicy = DEFAULT_URL_POLICY) -> Document:
     if candidate.path is None:
-        return _fetch(candidate.source)
+        return _fetch(candidate.source, url_policy)
     path = candidate.path
     kind = SUPPORTED.get(path.suffix.lower())
     if kind is None:
@@ -84,22 +102,21 @@ def load(candidate: Candidate) -> Document:
     return _document(candidate.source, path.name, kind, data)
 
 
-def _fetch(url: str) -> Document:
+def _fetch(url: str, policy: UrlPolicy) -> Document:
     try:
-        response = httpx.get(url, follow_redirects=True, timeout=URL_TIMEOUT_S)
-        response.raise_for_status()
-    except httpx.HTTPError as e:
+        download = fetch(url, policy)
+    except (FetchError, httpx.HTTPError) as e:
         raise DocumentError(f"{url}: cannot fetch it ({e})") from e
-    name = PurePosixPath(urlparse(str(response.url)).path).name or "index.html"
+    name = PurePosixPath(urlparse(download.url).path).name or "index.html"
     suffix = PurePosixPath(name).suffix.lower()
     if suffix not in SUPPORTED:
-        content_type = response.headers.get("content-type", "").split(";")[0].strip()
+        content_type = download.content_type.split(";")[0].strip()
         suffix = CONTENT_TYPES.get(content_type) or mimetypes.guess_extension(content_type) or ""
         name += suffix
     kind = SUPPORTED.get(suffix)
     if kind is None:
         raise DocumentError(f"{url}: unsupported type {suffix or '(unknown)'}")
-    return _document(url, name, kind, response.content)
+    return _document(url, name, kind, download.data)
 
 
 def _document(source: str, name: str, kind: str, data: bytes) -> Document:

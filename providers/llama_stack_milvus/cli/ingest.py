@@ -9,7 +9,8 @@ from typing import Any, TextIO
 from llama_stack_client import APIError, LlamaStackClient
 from tqdm import tqdm
 
-from .documents import Candidate, Document, DocumentError, expand, load
+from .documents import DEFAULT_URL_POLICY, Candidate, Document, DocumentError, expand, load
+from .fetch import UrlPolicy
 
 POLL_INTERVAL_S = 0.5
 ATTACH_TIMEOUT_S = 600.0
@@ -97,6 +98,7 @@ def ingest(
     chunk_overlap_tokens: int | None = None,
     progress: bool = True,
     out: TextIO = sys.stdout,
+    url_policy: UrlPolicy = DEFAULT_URL_POLICY,
 ) -> IngestReport:
     started = time.monotonic()
     report = IngestReport()
@@ -116,7 +118,7 @@ def ingest(
             continue
         candidate: Candidate = item
         try:
-            document = load(candidate)
+            document = load(candidate, url_policy)
             old = previous.get(document.source)
             if old is not None and (old.attributes or {}).get("sha256") == document.sha256:
                 report.unchanged.append(document.source)

@@ -12,8 +12,9 @@ import sys
 import textwrap
 import time
 
-from llama_stack_client import APIConnectionError, APIError, LlamaStackClient
+from llama_stack_client import APIConnectionError, APIError, AuthenticationError, LlamaStackClient
 
+from .fetch import DEFAULT_MAX_MIB, UrlPolicy
 from .ingest import find_store, ingest
 from .query import Answer, Source, ask_agent, ask_rag, pick_model, search
 
@@ -25,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--url", default=os.environ.get("LLAMA_STACK_URL", DEFAULT_URL), help="server (env LLAMA_STACK_URL)"
     )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("LLAMA_STACK_CLIENT_API_KEY"),
+        help="bearer token for a server with auth on (env LLAMA_STACK_CLIENT_API_KEY)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     ingest_cmd = commands.add_parser("ingest", help="add files, folders (recursively) and URLs to a store")
@@ -33,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     ingest_cmd.add_argument("--chunk-size", type=int, help="tokens per chunk (default: the server's)")
     ingest_cmd.add_argument("--chunk-overlap", type=int, help="tokens shared by neighbouring chunks")
     ingest_cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ingest_cmd.add_argument(
+        "--max-download-mib", type=float, default=DEFAULT_MAX_MIB, help="largest URL download (default %(default)g)"
+    )
+    ingest_cmd.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        help="fetch URLs (and follow redirects) to loopback, private and link-local addresses",
+    )
 
     search_cmd = commands.add_parser("search", help="print the top chunks with scores and sources")
     search_cmd.add_argument("--store", required=True)
@@ -66,9 +80,18 @@ def _print_answer(answer: Answer, seconds: float) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = LlamaStackClient(base_url=args.url)
+    client = LlamaStackClient(base_url=args.url, api_key=args.api_key)
     if args.command == "ingest":
-        report = ingest(client, args.store, args.paths, args.chunk_size, args.chunk_overlap, not args.no_progress)
+        policy = UrlPolicy(max_mib=args.max_download_mib, allow_private=args.allow_private_urls)
+        report = ingest(
+            client,
+            args.store,
+            args.paths,
+            args.chunk_size,
+            args.chunk_overlap,
+            not args.no_progress,
+            url_policy=policy,
+        )
         print(report.summary())
         return 1 if report.errors else 0
     store = find_store(client, args.store)
@@ -96,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except APIConnectionError:
         print(f"error: no Llama Stack server at {args.url} (start one: ./scripts/run; or pass --url)", file=sys.stderr)
+        return 2
+    except AuthenticationError as e:
+        how = "the token was refused" if args.api_key else "the server has auth on"
+        print(f"error: {how} ({e.message}); pass --api-key or set LLAMA_STACK_CLIENT_API_KEY", file=sys.stderr)
         return 2
     except (APIError, LookupError) as e:
         print(f"error: {e}", file=sys.stderr)
