@@ -23,12 +23,14 @@ import jwt
 import openai
 import pytest
 import yaml
-from conftest import RUN_YAML, StackServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from jwt.algorithms import RSAAlgorithm
+
+from llama_stack_milvus_devtools.stack import EMBEDDED_RUN_YAML as RUN_YAML
+from llama_stack_milvus_devtools.stack import StackServer
 
 ISSUER = "https://idp.test"
 AUDIENCE = "llama-stack-milvus-test"
@@ -335,7 +337,7 @@ def test_tls_from_env(server_env, tmp_path, monkeypatch):
         LLAMA_STACK_TLS_CERTFILE=str(cert),
         LLAMA_STACK_TLS_KEYFILE=str(key),
     )
-    server = TlsStackServer(tmp_path, env)
+    server = TlsStackServer(RUN_YAML, tmp_path, env)
     server.start()
     try:
         assert httpx.get(f"{server.base_url}/v1/vector_stores", verify=str(cert), timeout=10).status_code == 200
