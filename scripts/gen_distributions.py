@@ -7,6 +7,7 @@ run config as a dict. `--check` writes nothing and exits 1 when a committed file
 
 import argparse
 import difflib
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -20,16 +21,19 @@ DISTRIBUTIONS = ROOT / "distributions"
 
 
 def load_templates() -> list[ModuleType]:
-    modules = []
-    for path in sorted(TEMPLATES.glob("*.py")):
-        if path.name.startswith("_"):
-            continue
-        spec = importlib.util.spec_from_file_location(f"templates.{path.stem}", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        modules.append(module)
-    return modules
+    # templates/ is a package (its modules import each other relatively) that lives outside every import path.
+    spec = importlib.util.spec_from_file_location(
+        "templates", TEMPLATES / "__init__.py", submodule_search_locations=[str(TEMPLATES)]
+    )
+    assert spec is not None and spec.loader is not None
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["templates"] = package
+    spec.loader.exec_module(package)
+    return [
+        importlib.import_module(f"templates.{path.stem}")
+        for path in sorted(TEMPLATES.glob("*.py"))
+        if not path.name.startswith("_")
+    ]
 
 
 def render(module: ModuleType) -> str:

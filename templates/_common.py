@@ -161,6 +161,7 @@ ACCESS_POLICY: list[dict[str, Any]] = [
     },
 ]
 
+
 def server_config() -> dict[str, Any]:
     """Listens on 127.0.0.1 unless LLAMA_STACK_HOST says otherwise; auth and TLS are switched on by env.
 
@@ -188,6 +189,18 @@ def server_config() -> dict[str, Any]:
             "access_policy": ACCESS_POLICY,
         },
     }
+
+
+def hosted_model_run_config(name: str, chat_provider: dict[str, Any], model_id: str) -> dict[str, Any]:
+    """A seed distribution: one hosted chat model, our Milvus on a Lite file, or on a server when MILVUS_URI is set."""
+    state = state_dir(name)
+    return run_config(
+        name,
+        state,
+        inference=[chat_provider],
+        vector_io=[milvus_lite_provider(state, server_from_env=True)],
+        llm_models=[llm_model(model_id, chat_provider["provider_id"])],
+    )
 
 
 def run_config(

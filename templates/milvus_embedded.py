@@ -5,13 +5,9 @@ the distribution answers questions about ingested documents with no key and no n
 it when TOGETHER_API_KEY or VLLM_URL is set.
 """
 
-import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/gen_distributions.py loads templates by path
-
-import _common as common  # noqa: E402
+from . import _common as common
 
 NAME = "milvus-embedded"
 

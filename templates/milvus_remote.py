@@ -10,13 +10,9 @@ request fails with a 503; default 30). The stack turns an empty `${env.X:=}` int
 the provider reads as "no token" and "default database".
 """
 
-import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/gen_distributions.py loads templates by path
-
-import milvus_embedded as embedded  # noqa: E402
+from . import milvus_embedded as embedded
 
 NAME = "milvus-remote"
 

@@ -5,24 +5,13 @@ VLLM_URL is the server's OpenAI base URL (default http://localhost:8000/v1), VLL
 MILVUS_TOKEN) switch to a Milvus server or Zilliz Cloud.
 """
 
-import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/gen_distributions.py loads templates by path
-
-import _common as common  # noqa: E402
+from . import _common as common
 
 NAME = "vllm"
 MODEL = "${env.VLLM_MODEL:=meta-llama/Llama-3.1-8B-Instruct}"
 
 
 def run_config() -> dict[str, Any]:
-    state = common.state_dir(NAME)
-    return common.run_config(
-        NAME,
-        state,
-        inference=[common.vllm_provider()],
-        vector_io=[common.milvus_lite_provider(state, server_from_env=True)],
-        llm_models=[common.llm_model(MODEL, "vllm")],
-    )
+    return common.hosted_model_run_config(NAME, common.vllm_provider(), MODEL)

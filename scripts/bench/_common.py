@@ -220,3 +220,12 @@ def run_yaml_with_settings(
     config["vector_stores"]["default_embedding_model"].update(provider_id=provider_id, model_id=model_id)
     target.write_text(yaml.safe_dump(config, sort_keys=False))
     return target
+
+
+def save_results(results: dict, out: Path, stem: str, plot, table) -> None:
+    """Writes OUT/STEM.json and its plot OUT/STEM.png, and prints the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out / f"{stem}.png")
+    print(table(results))
+    print(f"wrote {out / stem}.json and .png in {results['total_s']:.0f} s")

@@ -14,7 +14,6 @@ JSON + PNG to --out.
 """
 
 import argparse
-import json
 import logging
 import mimetypes
 import subprocess
@@ -215,11 +214,7 @@ def main() -> None:
                     print(f"[{name}] FAILED: {error}", file=sys.stderr)
                 print(f"[{name}] {results['runs'][name]}", file=sys.stderr)
     results["total_s"] = round(time.perf_counter() - began, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ingest.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, args.out / "ingest.png")
-    print(table(results))
-    print(f"wrote {args.out / 'ingest'}.json and .png in {results['total_s']:.0f} s")
+    common.save_results(results, args.out, "ingest", plot, table)
 
 
 if __name__ == "__main__":

@@ -424,7 +424,6 @@ def main() -> None:
                 print(f"[{label}] FAILED: {error_text(error)}", file=sys.stderr)
 
     results["total_s"] = round(time.perf_counter() - began, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = (
         f"quality_{results['data']['name']}"
         + ("" if args.embedder == "onnx" else f"_{args.embedder}")
@@ -432,13 +431,10 @@ def main() -> None:
     )
     if args.only or args.queries:
         stem += "_partial"
-    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, args.out / f"{stem}.png")
-    print(table(results))
+    common.save_results(results, args.out, stem, plot, table)
     for label in ("ours", "builtin"):
         if results.get(label, {}).get("error"):
             print(f"{label}: FAILED before searching: {results[label]['error']}")
-    print(f"wrote {args.out / stem}.json and .png in {results['total_s']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -329,10 +329,7 @@ def main() -> None:
                 args.out.mkdir(parents=True, exist_ok=True)
                 (args.out / "search.json").write_text(json.dumps(results, indent=2) + "\n")
     results["total_s"] = round(time.perf_counter() - began, 1)
-    (args.out / "search.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, args.out / "search.png")
-    print(table(results))
-    print(f"wrote {args.out / 'search'}.json and .png in {results['total_s']:.0f} s")
+    common.save_results(results, args.out, "search", plot, table)
 
 
 if __name__ == "__main__":
