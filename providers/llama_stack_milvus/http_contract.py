@@ -8,7 +8,10 @@ provider loads (inside the server's create_app, before it registers its exceptio
 - no error response closes the keep-alive connection. Upstream registers its handler for Exception, which
   Starlette runs in ServerErrorMiddleware: that middleware answers, then re-raises, and uvicorn drops the connection
   (the client's next request on it failed with "connection reset by peer"). AnswerErrors, the innermost user
-  middleware, answers such errors with the same handler and stops there.
+  middleware, answers such errors with the same handler and stops there;
+- an upload (POST /v1/files) larger than the vector_io provider's max_file_mib is a 413 naming the limit, decided
+  from its Content-Length before the body is read, or as soon as a body without one passes the limit (upstream
+  reads any size into memory and onto disk).
 """
 
 import traceback
@@ -30,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _installed = False
 
 
-def install() -> None:
+def install(max_upload_bytes: int) -> None:
     global _installed
     if _installed:
         return
@@ -40,6 +43,7 @@ def install() -> None:
     build_middleware_stack = server.StackApp.build_middleware_stack
 
     def build_with_errors_answered(app: server.StackApp) -> ASGIApp:
+        app.user_middleware.append(Middleware(LimitUploads, max_bytes=max_upload_bytes))
         app.user_middleware.append(Middleware(AnswerErrors))
         return build_middleware_stack(app)
 
@@ -71,6 +75,59 @@ class AnswerErrors:
                 raise
             response = await exception_handler(Request(scope), exc)
             await response(scope, receive, send)
+
+
+class LimitUploads:
+    """Refuses file uploads above `max_bytes` with a 413 without reading them whole."""
+
+    # The multipart envelope around the file: boundaries, part headers, the purpose field.
+    ENVELOPE_BYTES = 64 * 1024
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != "/v1/files":
+            await self.app(scope, receive, send)
+            return
+        allowed = self.max_bytes + self.ENVELOPE_BYTES
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > allowed:
+            await self._refuse(scope, receive, send, f"{int(declared) / 1024 / 1024:.1f} MiB")
+            return
+        received, refused = 0, False
+
+        async def counting_receive() -> Message:
+            # Past the limit: answer 413 here, then tell the app the client has gone, and drop what it sends.
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > allowed:
+                refused = True
+                await self._refuse(scope, receive, send, f"over {received / 1024 / 1024:.1f} MiB")
+                return {"type": "http.disconnect"}
+            return message
+
+        async def send_unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, counting_receive, send_unless_refused)
+        except Exception:
+            if not refused:
+                raise
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
+        message = (
+            f"The upload is {size}; this server accepts files of at most {self.max_bytes / 1024 / 1024:g} MiB "
+            "(max_file_mib in the vector_io provider config): split it into smaller files"
+        )
+        content = OpenAIErrorResponse.from_message(message).to_dict()
+        await JSONResponse(status_code=httpx.codes.REQUEST_ENTITY_TOO_LARGE, content=content)(scope, receive, send)
 
 
 async def exception_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -26,9 +26,7 @@ def make_server(server_env, tmp_path_factory) -> Iterator[Callable[..., StackSer
     """Factory: make_server() starts a server on a fresh data dir; every server is stopped at session end."""
     servers: list[StackServer] = []
 
-    def make(
-        name: str = "stack", run_yaml: Path = EMBEDDED_RUN_YAML, env: dict[str, str] | None = None
-    ) -> StackServer:
+    def make(name: str = "stack", run_yaml: Path = EMBEDDED_RUN_YAML, env: dict[str, str] | None = None) -> StackServer:
         """`env` is added to the server environment (e.g. MILVUS_URI for distributions/milvus-remote)."""
         server = StackServer(run_yaml, tmp_path_factory.mktemp(name), dict(server_env, **(env or {})))
         servers.append(server)

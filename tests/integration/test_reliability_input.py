@@ -404,3 +404,46 @@ def test_stored_data_unchanged_and_server_serving_after_all_of_the_above(http, s
     )
     for key in DOCS:
         assert ranked(http, stored.store_id, testdocs.BY_KEY[key].question) == stored.baseline[key], key
+
+
+# ----------------------------------------------------------------------------------------- upload size
+
+MAX_FILE_MIB = 10  # the vector_io provider's max_file_mib default, which the distribution keeps
+
+
+def test_an_upload_over_the_limit_is_a_413_naming_it_before_the_body_is_read(http):
+    too_big = b"x" * ((MAX_FILE_MIB + 1) * 1024 * 1024)
+    response = http.post("/v1/files", files={"file": ("big.txt", too_big)}, data={"purpose": "assistants"})
+    message = assert_client_error(http, response, status=413)
+    assert f"at most {MAX_FILE_MIB} MiB" in message and "11.0 MiB" in message, message
+
+
+def test_a_streamed_upload_without_length_is_cut_off_at_the_limit(stack_server):
+    boundary = "llama-stack-milvus-test"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode()
+
+    def body():
+        yield head
+        for _ in range(MAX_FILE_MIB * 4 + 40):  # 20 MiB in 256 KiB pieces, if the server kept reading
+            yield b"y" * (256 * 1024)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    with httpx.Client(base_url=stack_server.base_url, timeout=120) as fresh:
+        try:
+            response = fresh.post(
+                "/v1/files", content=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            )
+        except httpx.TransportError:
+            pytest.fail("the server dropped the connection instead of answering 413")
+    assert response.status_code == 413, response.text
+    assert f"at most {MAX_FILE_MIB} MiB" in error_message(response)
+    listed = [f["filename"] for f in fresh_files(stack_server.base_url)]
+    assert "big.txt" not in listed
+
+
+def fresh_files(base_url: str) -> list[dict]:
+    return httpx.get(f"{base_url}/v1/files", params={"limit": 10000}, timeout=60).json()["data"]

@@ -10,7 +10,7 @@ async def get_provider_impl(config: MilvusCommonConfig, deps: dict[Api, Any]):
     from ..http_contract import install
     from .adapter import MilvusVectorIOAdapter
 
-    install()
+    install(max_upload_bytes=int(config.max_file_mib * 1024 * 1024))
 
     impl = MilvusVectorIOAdapter(config, deps[Api.inference], deps.get(Api.files))
     await impl.initialize()
