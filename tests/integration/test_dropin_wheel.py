@@ -35,6 +35,11 @@ OFFLINE_EMBEDDING_MODEL = {
     "model_type": "embedding",
     "metadata": {"embedding_dimension": 384},
 }
+# pip would try about 125 semgrep releases (70 MB each; codeshield, a starter package, wants any) before this one, the
+# newest that fits: minutes of downloads, and once over 15 minutes of backtracking here.
+SEMGREP = "semgrep==1.79.0"
+# Left out of the constraints taken from this suite's venv: weaviate-client (a starter package) needs grpcio<1.80.
+UNCONSTRAINED = ("grpcio==",)
 CAPITAL_TEXT = b"Quillport is the capital of Zarnovia, a small island country famous for its violet salt."
 QUESTION = "What is the capital of Zarnovia?"
 KETTLE_TEXT = b"A kettle boils water quickly when its lid is closed and its heating element is free of scale."
@@ -90,8 +95,18 @@ def starter_pip_args(venv: Path) -> list[str]:
     return words
 
 
-def pip_install(venv: Path, args: list[str]) -> None:
-    run([str(venv / "bin" / "python"), "-m", "pip", "install", "--progress-bar", "off", *args], INSTALL_TIMEOUT_S)
+def suite_constraints(path: Path) -> Path:
+    """The versions of the venv running this suite as pip constraints: pip then resolves only what the starter adds,
+    quickly and the same way every run (list-deps prints its packages in a different order each time)."""
+    frozen = run([sys.executable, "-m", "pip", "freeze", "--exclude", "llama-stack-milvus"], 120).stdout
+    pins = [line for line in frozen.splitlines() if "==" in line and not line.startswith(UNCONSTRAINED)]
+    path.write_text("\n".join(pins) + "\n")
+    return path
+
+
+def pip_install(venv: Path, constraints: Path, args: list[str]) -> None:
+    command = [str(venv / "bin" / "python"), "-m", "pip", "install", "--progress-bar", "off", "-c", str(constraints)]
+    run([*command, *args], INSTALL_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +116,10 @@ def starter_venv(tmp_path_factory) -> Path:
     wheel = build_wheel(work / "dist")
     venv = work / "starter-venv"
     run([str(base_python()), "-m", "venv", str(venv)], 120)
-    pip_install(venv, [f"llama-stack=={LLAMA_STACK_VERSION}"])
-    pip_install(venv, [*starter_pip_args(venv), str(wheel)])
+    # mcp 2.x, which llama-stack 0.7.3 allows and pip picks, breaks the `llama` CLI (cannot import McpError).
+    constraints = suite_constraints(work / "constraints.txt")
+    pip_install(venv, constraints, [f"llama-stack=={LLAMA_STACK_VERSION}", "mcp<2"])
+    pip_install(venv, constraints, [*starter_pip_args(venv), SEMGREP, str(wheel)])
     where = run(
         [str(venv / "bin" / "python"), "-c", "import llama_stack_milvus; print(llama_stack_milvus.__file__)"], 60
     )
