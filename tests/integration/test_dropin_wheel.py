@@ -17,8 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import ROOT, free_port
 from llama_stack_client import LlamaStackClient
+
+from llama_stack_milvus_devtools import REPO_ROOT as ROOT
+from llama_stack_milvus_devtools.ports import free_port
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
