@@ -36,7 +36,8 @@ def run(stack_args: list[str], log_path: Path) -> int:
     started = False
     with log_path.open("a") as log:
         process = subprocess.Popen(
-            ["llama", "stack", "run", *stack_args],
+            # The `llama` command of this interpreter's environment, on PATH or not.
+            [str(Path(sys.executable).parent / "llama"), "stack", "run", *stack_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
