@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from jwt.algorithms import RSAAlgorithm
+from test_reliability_crash import kill_9
 
 from llama_stack_milvus_devtools.stack import EMBEDDED_RUN_YAML as RUN_YAML
 from llama_stack_milvus_devtools.stack import StackServer
@@ -345,3 +346,57 @@ def test_tls_from_env(server_env, tmp_path, monkeypatch):
             httpx.get(f"http://127.0.0.1:{server.port}/v1/health", timeout=10)
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_batch_cut_by_kill_9_resumes_as_its_owner_not_as_the_first_caller(make_server, signing_key):
+    """Alice's 40-file batch is killed half-way; after the restart Bob's request is the first the server handles.
+    The resume must run as Alice: run as Bob (as it did before: the resume started inside the first request), it
+    cannot read Alice's files and fails every remaining one."""
+    env = {
+        **NO_LLM,
+        "LLAMA_STACK_AUTH_JWKS_URI": signing_key.jwks_uri,
+        "LLAMA_STACK_AUTH_ISSUER": ISSUER,
+        "LLAMA_STACK_AUTH_AUDIENCE": AUDIENCE,
+    }
+    server = make_server("auth-resume", env=env)
+    tokens = {user: signing_key.token(user, roles=["user"]) for user in ("alice", "bob")}
+
+    def client(user: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=tokens[user], max_retries=0, timeout=120)
+
+    alice = client("alice")
+    texts = {
+        alice.files.create(
+            file=(f"note-{i}.txt", f"Note {i}: the courier code for depot {i} is K{i * 7919}.".encode()),
+            purpose="assistants",
+        ).id: i
+        for i in range(40)
+    }
+    store_id = alice.vector_stores.create(name="alice-batch").id
+    batch = alice.vector_stores.file_batches.create(store_id, file_ids=list(texts))
+    deadline = time.monotonic() + 120
+    while (
+        counts := alice.vector_stores.file_batches.retrieve(batch.id, vector_store_id=store_id).file_counts
+    ).completed < 3:
+        assert time.monotonic() < deadline, counts
+        time.sleep(0.05)
+    kill_9(server)
+    assert counts.completed < len(texts), "the batch finished before the kill: nothing left to resume"
+
+    server.start()  # on a new port: clients are made anew
+    # The first request after the restart that reaches the vector_io provider is Bob's.
+    assert client("bob").vector_stores.create(name="bob-first").name == "bob-first"
+    alice = client("alice")
+    deadline = time.monotonic() + 300
+    while (resumed := alice.vector_stores.file_batches.retrieve(batch.id, vector_store_id=store_id)).status == (
+        "in_progress"
+    ):
+        assert time.monotonic() < deadline, resumed.file_counts
+        time.sleep(0.5)
+    files = alice.vector_stores.files.list(store_id, limit=100).data
+    failed = {f.id: f.last_error.message for f in files if f.status != "completed"}
+    assert not failed, failed
+    assert len(files) == len(texts)
+    hits = alice.vector_stores.search(store_id, query="courier code for depot 37").data
+    assert hits and texts[hits[0].file_id] == 37
