@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+from llama_stack_milvus.readiness import wait_until_answering
 
 from . import REPO_ROOT, logs
 from .ports import free_port
@@ -100,22 +100,14 @@ class StackServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = started + self.start_timeout
-        while True:
+        if not wait_until_answering(self.process, f"{self.base_url}/v1/health", self.start_timeout, interval_s=0.5):
             if self.process.poll() is not None:
                 code = self.process.returncode
                 self.process = None
                 raise RuntimeError(f"llama stack run exited with {code} during start-up:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/v1/health", timeout=2).status_code == 200:
-                    self.start_seconds.append(round(time.monotonic() - started, 2))
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"llama stack server not healthy after {self.start_timeout} s:\n{self.log_tail()}")
-            time.sleep(0.5)
+            self.stop()
+            raise RuntimeError(f"llama stack server not healthy after {self.start_timeout} s:\n{self.log_tail()}")
+        self.start_seconds.append(round(time.monotonic() - started, 2))
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT_S. Idempotent."""

@@ -1,8 +1,8 @@
 """llama-stack-milvus: ingest documents into a vector store of a Llama Stack server, search it, ask it.
 
-llama-stack-milvus ingest --store docs ./manual/ notes.md https://example.org/faq.html
-llama-stack-milvus search --store docs "How do I install it?"
-llama-stack-milvus ask --store docs "How do I install it?"
+    llama-stack-milvus ingest --store docs ./manual/ notes.md https://example.org/faq.html
+    llama-stack-milvus search --store docs "How do I install it?"
+    llama-stack-milvus ask --store docs "How do I install it?"
 """
 
 import argparse

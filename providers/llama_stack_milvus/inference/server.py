@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from ..readiness import wait_until_answering
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -98,22 +98,15 @@ def start_server(
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     server = LlamaCppServer(process, port, log_path, model, 0.0, remove_log)
-    deadline = started + timeout_s
-    while True:
+    if not wait_until_answering(process, f"{server.base_url}/models", timeout_s, interval_s=0.2):
         if process.poll() is not None:
             raise RuntimeError(
                 f"llama.cpp server exited with {process.returncode} while loading {model}:\n{server.log_tail()}"
             )
-        try:
-            if httpx.get(f"{server.base_url}/models", timeout=2).status_code == 200:
-                server.load_seconds = round(time.monotonic() - started, 2)
-                return server
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"llama.cpp server not ready after {timeout_s} s:\n{server.log_tail()}")
-        time.sleep(0.2)
+        server.stop()
+        raise RuntimeError(f"llama.cpp server not ready after {timeout_s} s:\n{server.log_tail()}")
+    server.load_seconds = round(time.monotonic() - started, 2)
+    return server
 
 
 def main() -> None:
