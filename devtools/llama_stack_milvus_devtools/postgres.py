@@ -151,7 +151,8 @@ class PostgresServer:
         deadline = time.monotonic() + timeout
         while True:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"PostgreSQL exited (code {self.process.returncode}) during start-up\n{self._tail()}")
+                code = self.process.returncode
+                raise RuntimeError(f"PostgreSQL exited (code {code}) during start-up\n{self._tail()}")
             try:
                 if create_database:
                     admin = psycopg2.connect(
@@ -165,10 +166,11 @@ class PostgresServer:
                     create_database = False
                 self.connect(timeout=2).close()
                 return
-            except psycopg2.OperationalError:
+            except psycopg2.OperationalError as e:
                 if time.monotonic() > deadline:
                     self.kill()
-                    raise RuntimeError(f"PostgreSQL on port {self.port} was not ready in {timeout:.0f} s\n{self._tail()}")
+                    reason = f"PostgreSQL on port {self.port} was not ready in {timeout:.0f} s"
+                    raise RuntimeError(f"{reason}\n{self._tail()}") from e
                 time.sleep(0.1)
 
     def _tail(self) -> str:
