@@ -12,9 +12,16 @@ provider loads (inside the server's create_app, before it registers its exceptio
 - an upload (POST /v1/files) larger than the vector_io provider's max_file_mib is a 413 naming the limit, decided
   from its Content-Length before the body is read, or as soon as a body without one passes the limit (upstream
   reads any size into memory and onto disk).
+
+And two things several replicas (or workers) on one shared store need:
+- listing vector stores reads the registry through: upstream lists from a per-process cache refreshed at most every
+  5 s, so a store just created through another replica was missing from the list;
+- providers start their background work (resumes, lease heartbeats) when the server's event loop starts, not at the
+  first request to them: a replica that only answers health checks still takes over a dead replica's batches.
 """
 
 import traceback
+from collections.abc import Callable
 
 import httpx
 from fastapi import Request
@@ -25,12 +32,19 @@ from llama_stack.core.exceptions.translation import translate_exception
 from llama_stack.core.request_headers import get_authenticated_user
 from llama_stack.core.routing_tables.common import CommonRoutingTableImpl
 from llama_stack.core.server import server
+from llama_stack.core.store.registry import CachedDiskDistributionRegistry
 from llama_stack_api import ResourceNotFoundError, VectorStoreNotFoundError
 from llama_stack_api.common.errors import OpenAIErrorResponse
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _installed = False
+_serving_hooks: list[Callable[[], None]] = []
+
+
+def register_serving_hook(hook: Callable[[], None]) -> None:
+    """``hook`` runs in the server's event loop when it starts serving (and again on requests: keep it idempotent)."""
+    _serving_hooks.append(hook)
 
 
 def install(max_upload_bytes: int) -> None:
@@ -40,14 +54,31 @@ def install(max_upload_bytes: int) -> None:
     _installed = True
     server.global_exception_handler = exception_handler
     CommonRoutingTableImpl.assert_action_allowed = assert_action_allowed
+    CachedDiskDistributionRegistry._should_refresh_cache = lambda self: True
     build_middleware_stack = server.StackApp.build_middleware_stack
 
     def build_with_errors_answered(app: server.StackApp) -> ASGIApp:
         app.user_middleware.append(Middleware(LimitUploads, max_bytes=max_upload_bytes))
         app.user_middleware.append(Middleware(AnswerErrors))
+        app.user_middleware.append(Middleware(StartBackgroundWork))
         return build_middleware_stack(app)
 
     server.StackApp.build_middleware_stack = build_with_errors_answered
+
+
+class StartBackgroundWork:
+    """Runs the serving hooks on the ASGI lifespan start-up (uvicorn's loop, before the first request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._started:
+            self._started = True
+            for hook in _serving_hooks:
+                hook()
+        await self.app(scope, receive, send)
 
 
 class AnswerErrors:

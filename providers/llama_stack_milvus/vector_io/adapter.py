@@ -25,6 +25,7 @@ from llama_stack_api import (
 )
 
 from ..errors import MilvusBackendError, invalid_request_on_value_error
+from ..http_contract import register_serving_hook
 from ..offline import ensure_tiktoken_cache
 from .backend import MilvusBackend, open_lite_backend, open_remote_backend
 from .config import InlineMilvusConfig, MilvusCommonConfig
@@ -63,6 +64,10 @@ class MilvusVectorIOAdapter(MilvusOpenAIVectorStoreMixin, VectorIO, VectorStores
             vector_store = VectorStore.model_validate_json(raw)
             self.stores[vector_store.identifier] = self._open_store(vector_store)
         await self.initialize_openai_vector_stores()
+        if self.backend.owns_data:
+            # A Milvus Lite file serves one process: every lease in its kvstore was left by an earlier, dead one.
+            await self.leases.clear_all()
+        register_serving_hook(self.start_background_work)
 
     def _open_backend(self) -> MilvusBackend:
         if isinstance(self.config, InlineMilvusConfig):
@@ -91,11 +96,19 @@ class MilvusVectorIOAdapter(MilvusOpenAIVectorStoreMixin, VectorIO, VectorStores
             vector_stores_config=self.vector_stores_config,
         )
 
-    def _store(self, vector_store_id: str) -> VectorStoreWithIndex:
+    async def _store(self, vector_store_id: str) -> VectorStoreWithIndex:
+        """Read through: another replica may have registered the store since this one started, or deleted it."""
+        raw = await self.kvstore.get(REGISTRATION_PREFIX + vector_store_id)
+        if raw is None:
+            self._forget_store(vector_store_id)
+            raise VectorStoreNotFoundError(vector_store_id)
         store = self.stores.get(vector_store_id)
         if store is None:
-            raise VectorStoreNotFoundError(vector_store_id)
+            store = self.stores[vector_store_id] = self._open_store(VectorStore.model_validate_json(raw))
         return store
+
+    def _forget_store(self, vector_store_id: str) -> None:
+        self.stores.pop(vector_store_id, None)
 
     async def register_vector_store(self, vector_store: VectorStore) -> None:
         store = self._open_store(vector_store)
@@ -111,15 +124,18 @@ class MilvusVectorIOAdapter(MilvusOpenAIVectorStoreMixin, VectorIO, VectorStores
 
     async def insert_chunks(self, request: InsertChunksRequest) -> None:
         with invalid_request_on_value_error():
-            await self._store(request.vector_store_id).insert_chunks(request)
+            store = await self._store(request.vector_store_id)
+            await store.insert_chunks(request)
 
     async def query_chunks(self, request: QueryChunksRequest) -> QueryChunksResponse:
         with invalid_request_on_value_error():
             if request.params and request.params.get("filters") is not None:
                 params = {**request.params, "filters": parse_filters(request.params["filters"])}
                 request = request.model_copy(update={"params": params})
-            return await self._store(request.vector_store_id).query_chunks(request)
+            store = await self._store(request.vector_store_id)
+            return await store.query_chunks(request)
 
     async def delete_chunks(self, request: DeleteChunksRequest) -> None:
         with invalid_request_on_value_error():
-            await self._store(request.vector_store_id).index.delete_chunks(request.chunks)
+            store = await self._store(request.vector_store_id)
+            await store.index.delete_chunks(request.chunks)

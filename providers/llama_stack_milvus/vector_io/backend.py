@@ -34,8 +34,12 @@ class Capabilities:
 
 
 class MilvusBackend:
-    def __init__(self, client: MilvusClient, description: str, capabilities: Capabilities, timeout_s: float):
+    def __init__(
+        self, client: MilvusClient, description: str, capabilities: Capabilities, timeout_s: float, owns_data: bool
+    ):
         self.client = client
+        # True for a Milvus Lite file, which one process at a time can open: nothing else writes to it.
+        self.owns_data = owns_data
         self.description = description
         self.capabilities = capabilities
         self.timeout_s = timeout_s
@@ -87,7 +91,7 @@ def open_lite_backend(config: InlineMilvusConfig) -> MilvusBackend:
     capabilities = Capabilities(
         f"milvus-lite {version}", bm25=True, hnsw=lite3, flush_after_write=True, partition_key_filters=lite3
     )
-    return MilvusBackend(client, description, capabilities, config.request_timeout_s)
+    return MilvusBackend(client, description, capabilities, config.request_timeout_s, owns_data=True)
 
 
 def lite_file_locked(path: Path) -> bool:
@@ -121,7 +125,7 @@ def open_remote_backend(config: RemoteMilvusConfig) -> MilvusBackend:
         raise MilvusOpenError(description, reason, "Check uri and token.") from None
     capabilities = capabilities_for_version(version)
     logger.info("Connected to Milvus", uri=config.uri, version=version, bm25=capabilities.bm25)
-    return MilvusBackend(client, description, capabilities, config.request_timeout_s)
+    return MilvusBackend(client, description, capabilities, config.request_timeout_s, owns_data=False)
 
 
 def capabilities_for_version(version: str) -> Capabilities:

@@ -34,6 +34,13 @@ class MilvusCommonConfig(BaseModel):
     max_file_mib: float = Field(
         default=10.0, gt=0, description="Largest file (MiB) a vector store ingests; larger ones are refused with 413"
     )
+    # Long enough to ride out a stall, short enough that a dead replica's batch is taken over soon (see leases.py).
+    lease_seconds: float = Field(
+        default=15.0,
+        ge=1,
+        le=600,
+        description="How long unfinished work (a batch, an attach) stays with a process that stopped renewing it",
+    )
     # Injected by the stack's resolver from the run config's `vector_stores` section.
     vector_stores_config: VectorStoresConfig | None = None
 

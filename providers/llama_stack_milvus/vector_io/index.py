@@ -200,7 +200,8 @@ class MilvusIndex(EmbeddingIndex):
     async def _search(self, leg: str, data: Any, field: str, metric: str, k: int, filters: Filter | None) -> list[dict]:
         await self._ensure_loaded()
         expression = self._where(to_expression(filters, self.layout.path) if filters else "")
-        if self._empty:
+        # Only where this process is the only writer: on a server, another replica may have filled the store since.
+        if self._empty and self.backend.owns_data:
             return []
         params: dict[str, Any] = {"metric_type": metric}
         if field == VECTOR and uses_hnsw(self.config, self.backend):

@@ -37,6 +37,22 @@ class SerializedWrites:
     async def get(self, key: str) -> str | None:
         return await self.inner.get(key)
 
+    async def compare_and_set(self, key: str, expected: str | None, value: str) -> bool:
+        """Writes only if the value is still ``expected`` (None: absent). Atomic within this process, the only one
+        that uses a SQLite kvstore."""
+        async with self._write_lock:
+            if await self.inner.get(key) != expected:
+                return False
+            await self.inner.set(key, value)
+            return True
+
+    async def delete_if(self, key: str, expected: str) -> bool:
+        async with self._write_lock:
+            if await self.inner.get(key) != expected:
+                return False
+            await self.inner.delete(key)
+            return True
+
     async def values_in_range(self, start_key: str, end_key: str) -> list[str]:
         return await self.inner.values_in_range(start_key, end_key)
 

@@ -32,6 +32,7 @@ import contextlib
 import contextvars
 import json
 import math
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -39,8 +40,10 @@ from typing import Any
 
 from llama_stack.log import get_logger
 from llama_stack.providers.utils.memory.openai_vector_store_mixin import (
+    OPENAI_VECTOR_STORES_FILE_BATCHES_PREFIX,
     OPENAI_VECTOR_STORES_FILES_CONTENTS_PREFIX,
     OPENAI_VECTOR_STORES_FILES_PREFIX,
+    OPENAI_VECTOR_STORES_PREFIX,
     OpenAIVectorStoreMixin,
 )
 from llama_stack_api import (
@@ -63,13 +66,13 @@ from llama_stack_api.vector_io.models import (
     OpenAICreateVectorStoreRequestWithExtraBody,
     OpenAISearchVectorStoreRequest,
     OpenAIUpdateVectorStoreFileRequest,
+    OpenAIUpdateVectorStoreRequest,
     VectorStoreFileBatchObject,
     VectorStoreFileContentResponse,
+    VectorStoreFileCounts,
     VectorStoreFileDeleteResponse,
     VectorStoreFileLastError,
     VectorStoreFileObject,
-    VectorStoreFileStatus,
-    VectorStoreListFilesResponse,
     VectorStoreObject,
     VectorStoreSearchResponse,
     VectorStoreSearchResponsePage,
@@ -83,6 +86,16 @@ from ..errors import (
 )
 from . import request_context
 from .filters import parse_filters
+from .leases import Leases
+from .store_records import (
+    DERIVED_FIELDS,
+    FILE_STATUSES,
+    attach_lease,
+    derived_membership,
+    expiry,
+    stored_text_bytes,
+    validate_expires_after,
+)
 
 # One key per attach in flight, holding its request: the mixin writes a file's record only once it is done.
 ATTACHING_PREFIX = "llama_stack_milvus:attaching:v1::"
@@ -98,26 +111,149 @@ logger = get_logger(name=__name__, category="vector_io::milvus")
 
 
 class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
-    """Needs `self.config.max_file_mib`, the mixin's `self.kvstore`, and query_chunks / delete_chunks."""
+    """Needs `self.config.max_file_mib` and `.lease_seconds`, the mixin's `self.kvstore` (with compare_and_set and
+    delete_if, see kvstore.py), query_chunks / delete_chunks, and `_forget_store(id)` (drops a store's index)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Before the mixin's __init__, which assigns openai_vector_stores (a property here).
         self._ready = False
         self._serving = False
         self._shutting_down = False
-        self._resume_tasks: set[asyncio.Task] = set()
-        self._interrupted_attaches: list[str] = []  # kvstore keys of attaches a crash or shutdown cut short
-        self._attach_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._attach_users: Counter[tuple[str, str]] = Counter()  # a lock goes when its last user leaves
+        self._background: set[asyncio.Task] = set()
+        self._store_records: dict[str, dict[str, Any]] = {}  # each store's record as last read from the kvstore
+        self._listed_files: dict[str, dict[str, dict[str, Any]]] = {}  # each store's file records, as last read
+        self._handed_over: set[str] = set()  # batches whose lease another process took: no more writes from here
+        self.leases: Leases | None = None
         super().__init__(*args, **kwargs)
 
-    # ------------------------------------------------------------------------------------ resumes after restart
+    # ------------------------------------------------------------------------- shared state, read through
+
+    # The mixin keeps stores and batches in process memory, loaded once at start-up, and reads them synchronously.
+    # Every call below first brings the entries it uses up to date from the kvstore, which is the only source of
+    # truth: with several replicas (or workers) on one kvstore, another process may have created, changed or deleted
+    # them since. A store's file list, counts and usage are not kept in its record at all: they are derived from its
+    # per-file records, so two processes attaching files to one store cannot overwrite each other's additions.
+
+    async def _refresh_store(self, vector_store_id: str, *, files: bool = True) -> dict[str, Any] | None:
+        """The store as the kvstore has it now (None when it does not exist or has expired), put where the mixin
+        looks. ``files=False`` skips reading the file records (a search needs only the store's existence)."""
+        raw = await self.kvstore.get(OPENAI_VECTOR_STORES_PREFIX + vector_store_id)
+        info = json.loads(raw) if raw is not None else None
+        if info is not None:
+            info.update(expiry(info))
+            if info["status"] == "expired":
+                self._run_in_background(self._remove_store(vector_store_id))
+                info = None
+        if info is None:
+            self._openai_vector_stores.pop(vector_store_id, None)
+            self._store_records.pop(vector_store_id, None)
+            self._listed_files.pop(vector_store_id, None)
+            self._forget_store(vector_store_id)
+            return None
+        self._store_records[vector_store_id] = json.loads(raw)
+        cached = self._openai_vector_stores.get(vector_store_id)
+        if files or cached is None:
+            records = await self._file_records(vector_store_id)
+            self._listed_files[vector_store_id] = {record["id"]: record for record in records}
+            info.update(derived_membership(records))
+        else:
+            info.update({field: cached[field] for field in DERIVED_FIELDS})
+        self._openai_vector_stores[vector_store_id] = info
+        return info
+
+    async def _file_records(self, vector_store_id: str) -> list[dict[str, Any]]:
+        prefix = f"{OPENAI_VECTOR_STORES_FILES_PREFIX}{vector_store_id}:"
+        return [json.loads(raw) for raw in await self.kvstore.values_in_range(prefix, prefix + "\xff")]
+
+    async def _save_openai_vector_store(self, store_id: str, store_info: dict[str, Any]) -> None:
+        await self._write_store(store_id, store_info)
+
+    async def _update_openai_vector_store(self, store_id: str, store_info: dict[str, Any]) -> None:
+        await self._write_store(store_id, store_info)
+
+    async def _write_store(self, store_id: str, store_info: dict[str, Any]) -> None:
+        """Writes only what this call changed in the store's record, merged into the record as it is now through
+        compare-and-set: a rename on one replica and a metadata update on another both survive. The mixin writes
+        back its whole copy, file list and counts included (it lost concurrent updates); those are derived here."""
+        key = OPENAI_VECTOR_STORES_PREFIX + store_id
+        before = self._store_records.get(store_id)
+        record = {k: v for k, v in store_info.items() if k not in DERIVED_FIELDS}
+        changes = record if before is None else {k: v for k, v in record.items() if before.get(k) != v}
+        while changes:
+            current = await self.kvstore.get(key)
+            if current is None and before is not None:
+                raise VectorStoreNotFoundError(store_id)  # deleted meanwhile, through another replica
+            merged = {**(json.loads(current) if current else {}), **changes}
+            if await self.kvstore.compare_and_set(key, current, json.dumps(merged)):
+                self._store_records[store_id] = merged
+                break
+        self._openai_vector_stores[store_id] = store_info
+
+    async def _delete_openai_vector_store_from_storage(self, store_id: str) -> None:
+        # The mixin deletes the store's record only; its files' records and contents stayed behind for good.
+        await super()._delete_openai_vector_store_from_storage(store_id)
+        self._store_records.pop(store_id, None)
+        for records in (OPENAI_VECTOR_STORES_FILES_PREFIX, OPENAI_VECTOR_STORES_FILES_CONTENTS_PREFIX):
+            prefix = f"{records}{store_id}:"
+            for key in await self.kvstore.keys_in_range(prefix, prefix + "\xff"):
+                await self.kvstore.delete(key)
+
+    async def _remove_store(self, vector_store_id: str) -> None:
+        """Removes an expired store: its records, then its collection (as a delete through the API would)."""
+        try:
+            await self._delete_openai_vector_store_from_storage(vector_store_id)
+            await self.unregister_vector_store(vector_store_id)
+            logger.info("Removed an expired vector store", vector_store_id=vector_store_id)
+        except Exception as e:  # the next sweep tries again
+            logger.warning("Could not remove an expired vector store", vector_store_id=vector_store_id, error=str(e))
+
+    async def _refresh_batch(self, batch_id: str) -> dict[str, Any] | None:
+        raw = await self.kvstore.get(OPENAI_VECTOR_STORES_FILE_BATCHES_PREFIX + batch_id)
+        if raw is None:
+            self.openai_file_batches.pop(batch_id, None)
+            return None
+        self.openai_file_batches[batch_id] = json.loads(raw)
+        return self.openai_file_batches[batch_id]
+
+    async def _batch_file_counts(self, batch_info: dict[str, Any]) -> dict[str, int]:
+        """A batch's counts from its files' records, so that any replica reports the same progress: a file with no
+        record yet is still in progress (or cancelled with its batch)."""
+        statuses = {r["id"]: r["status"] for r in await self._file_records(batch_info["vector_store_id"])}
+        pending = "in_progress" if batch_info["status"] == "in_progress" else "cancelled"
+        counts = Counter(statuses.get(file_id, pending) for file_id in batch_info["file_ids"])
+        return {status: counts[status] for status in FILE_STATUSES} | {"total": len(batch_info["file_ids"])}
+
+    async def openai_list_vector_stores(self, *args: Any, **kwargs: Any):
+        # Llama Stack's router lists through the registry and retrieves each store; this serves direct callers.
+        prefix = OPENAI_VECTOR_STORES_PREFIX
+        stored = {json.loads(raw)["id"] for raw in await self.kvstore.values_in_range(prefix, prefix + "\xff")}
+        for store_id in stored | set(self._openai_vector_stores):
+            await self._refresh_store(store_id)
+        return await super().openai_list_vector_stores(*args, **kwargs)
+
+    async def openai_retrieve_vector_store(self, vector_store_id: str) -> VectorStoreObject:
+        await self._refresh_store(vector_store_id)
+        return await super().openai_retrieve_vector_store(vector_store_id)
+
+    async def openai_update_vector_store(
+        self, vector_store_id: str, request: OpenAIUpdateVectorStoreRequest
+    ) -> VectorStoreObject:
+        with invalid_request_on_value_error():
+            validate_expires_after(request.expires_after)
+        await self._refresh_store(vector_store_id)
+        return await super().openai_update_vector_store(vector_store_id, request)
+
+    async def openai_delete_vector_store(self, vector_store_id: str):
+        await self._refresh_store(vector_store_id, files=False)
+        return await super().openai_delete_vector_store(vector_store_id)
+
+    # ------------------------------------------------------------- unfinished work: resumed by one process
 
     # The mixin reads this dict first in nearly every vector-store call: the first one marks the server serving.
     @property
     def openai_vector_stores(self) -> dict[str, dict[str, Any]]:
         if self._ready and not self._serving:
-            self._start_resumes()
+            self.start_background_work()
         return self._openai_vector_stores
 
     @openai_vector_stores.setter
@@ -125,71 +261,125 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         self._openai_vector_stores = value
 
     async def initialize_openai_vector_stores(self) -> None:
-        self._interrupted_attaches = await self.kvstore.keys_in_range(ATTACHING_PREFIX, ATTACHING_PREFIX + "\xff")
+        self.leases = Leases(self.kvstore, self.config.lease_seconds)
         await super().initialize_openai_vector_stores()
         self._ready = True
 
-    def _start_resumes(self) -> None:
+    def start_background_work(self) -> None:
         """Llama Stack 0.7.3 initializes providers in a temporary event loop (StackApp.__init__ runs
         asyncio.run(stack.initialize())) and serves requests in uvicorn's. The mixin resumes in-progress batches
-        from initialize(), so that loop's end cancelled them and saved them as "cancelled" for good: after every
-        restart their remaining files were never attached. Resumes start here instead, from the first call the
-        server handles, in the loop that lives on."""
+        from initialize(), so that loop's end cancelled them and saved them as "cancelled" for good. Our sweeps
+        (resumes, expiries) and lease heartbeats start here instead, in the loop that lives on: when the server
+        starts serving (http_contract calls this) or at the first vector-store call, whichever comes first."""
+        if self._serving or not self._ready:
+            return
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
             return
         self._serving = True
-        # An empty context: the request that happens to arrive first must not lend its identity to the resumes.
-        self._track(loop.create_task(self._resume_after_restart(), context=contextvars.Context()))
+        self._run_in_background(self.leases.heartbeat())
+        self._run_in_background(self._sweep_forever())
 
-    def _track(self, task: asyncio.Task) -> None:
-        self._resume_tasks.add(task)
-        task.add_done_callback(self._resume_tasks.discard)
+    def _run_in_background(self, work: Any, context: contextvars.Context | None = None) -> None:
+        # By default an empty context: the request that happens to be running must not lend its identity to the work.
+        task = asyncio.get_running_loop().create_task(work, context=context or contextvars.Context())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _sweep_forever(self) -> None:
+        """Every lease period: take over batches and attaches whose process died (its lease expired), and remove
+        expired stores. Several replicas sweep; the lease decides which one resumes each piece of work."""
+        while True:
+            try:
+                await self._resume_incomplete_batches()
+                await self._resume_interrupted_attaches()
+                await self._remove_expired_stores()
+            except Exception as e:  # e.g. the kvstore is down: the next sweep tries again
+                logger.warning("A sweep for unfinished work failed", error=str(e))
+            await asyncio.sleep(self.config.lease_seconds * random.uniform(0.8, 1.2))
 
     async def _resume_incomplete_batches(self) -> None:
-        if self._serving:  # see _start_resumes; the mixin calls this from initialize() too
-            await super()._resume_incomplete_batches()
-
-    async def _save_openai_vector_store_file_batch(self, batch_id: str, batch_info: dict[str, Any]) -> None:
-        # The first save happens in the request that creates the batch: its caller is who the batch runs as.
-        batch_info.setdefault(REQUEST_CONTEXT_KEY, request_context.capture())
-        if self._shutting_down and batch_info["status"] == "cancelled":
-            # Cancelled by the shutdown, not by the user: stays in progress on disk, to resume at the next start.
-            await super()._save_openai_vector_store_file_batch(batch_id, {**batch_info, "status": "in_progress"})
-            self.openai_file_batches[batch_id] = batch_info
+        if not self._serving:  # the mixin calls this from initialize() too: see start_background_work
             return
-        await super()._save_openai_vector_store_file_batch(batch_id, batch_info)
+        prefix = OPENAI_VECTOR_STORES_FILE_BATCHES_PREFIX
+        for raw in await self.kvstore.values_in_range(prefix, prefix + "\xff"):
+            batch_info = json.loads(raw)
+            batch_id = batch_info["id"]
+            if batch_info["status"] != "in_progress" or not await self.leases.acquire(f"batch:{batch_id}"):
+                continue
+            self.openai_file_batches[batch_id] = batch_info
+            await self._refresh_store(batch_info["vector_store_id"])
+            logger.info("Resuming a file batch", batch_id=batch_id)
+            remaining = await self._analyze_batch_completion_on_resume(batch_id, batch_info)
+            if batch_info["status"] == "completed" or not remaining:
+                await self.leases.release(f"batch:{batch_id}")
+                continue
+            task = asyncio.create_task(self._process_file_batch_async(batch_id, batch_info, remaining))
+            self._file_batch_tasks[batch_id] = task
 
     async def _process_file_batch_async(
         self, batch_id: str, batch_info: dict[str, Any], file_ids_override: list[str] | None = None
     ) -> None:
-        # Runs as the batch's creator (a resumed batch too), and records unknown or oversized files as failed files.
-        with request_context.restore(batch_info.get(REQUEST_CONTEXT_KEY)):
-            recording = RECORD_REFUSED_FILES.set(True)
-            try:
-                await super()._process_file_batch_async(batch_id, batch_info, file_ids_override)
-            finally:
-                RECORD_REFUSED_FILES.reset(recording)
+        """Runs the batch while holding its lease (another process that finds it unfinished leaves it alone), as the
+        batch's creator (a resumed batch too), recording unknown or oversized files as failed files."""
+        lease = f"batch:{batch_id}"
+        task = asyncio.current_task()
+        if not await self.leases.acquire(lease, on_lost=lambda: self._hand_over(batch_id, task)):
+            return  # another process took it up between its creation and now
+        try:
+            with request_context.restore(batch_info.get(REQUEST_CONTEXT_KEY)):
+                recording = RECORD_REFUSED_FILES.set(True)
+                try:
+                    await super()._process_file_batch_async(batch_id, batch_info, file_ids_override)
+                finally:
+                    RECORD_REFUSED_FILES.reset(recording)
+        finally:
+            await self.leases.release(lease)
 
-    async def _resume_after_restart(self) -> None:
-        await self._resume_incomplete_batches()
-        await self._resume_interrupted_attaches(self._interrupted_attaches)
+    def _hand_over(self, batch_id: str, task: asyncio.Task | None) -> None:
+        self._handed_over.add(batch_id)
+        if task is not None:
+            task.cancel()
 
-    async def _resume_interrupted_attaches(self, keys: list[str]) -> None:
-        """Attaches that a crash (kill -9, power loss) cut short: nothing of them is recorded, yet some of
-        their chunks may be in Milvus. Attaching again upserts the same chunk ids (they derive from the file
-        and the text), so the file ends completed or failed with a reason and no chunk is stored twice.
-        Files of an in-progress batch are left to the mixin, which resumes the batch itself."""
+    async def _save_openai_vector_store_file_batch(self, batch_id: str, batch_info: dict[str, Any]) -> None:
+        # The first save happens in the request that creates the batch: its caller is who the batch runs as.
+        batch_info.setdefault(REQUEST_CONTEXT_KEY, request_context.capture())
+        self.openai_file_batches[batch_id] = batch_info
+        if batch_id in self._handed_over:
+            return
+        record = batch_info
+        if self._shutting_down and batch_info["status"] == "cancelled":
+            # Cancelled by the shutdown, not by the user: stays in progress, for this or another process to resume.
+            record = {**batch_info, "status": "in_progress"}
+        elif batch_info["status"] != "in_progress":
+            record = {**batch_info, "file_counts": await self._batch_file_counts(batch_info)}
+        key = OPENAI_VECTOR_STORES_FILE_BATCHES_PREFIX + batch_id
+        while True:
+            current = await self.kvstore.get(key)
+            if current is not None and record["status"] != "cancelled" and json.loads(current)["status"] == "cancelled":
+                # Cancelled through another replica: the process running it stops at its next save.
+                batch_info["status"] = "cancelled"
+                if asyncio.current_task() is self._file_batch_tasks.get(batch_id):
+                    raise asyncio.CancelledError
+                return
+            if await self.kvstore.compare_and_set(key, current, json.dumps(record)):
+                return
+
+    async def _resume_interrupted_attaches(self) -> None:
+        """Attaches that a crash (kill -9, power loss) cut short: nothing of them is recorded, yet some of their
+        chunks may be in Milvus. Attaching again upserts the same chunk ids (they derive from the file and the
+        text), so the file ends completed or failed with a reason and no chunk is stored twice. An attach whose
+        lease is live is still running somewhere; files of an unfinished batch are resumed with their batch."""
+        prefix = OPENAI_VECTOR_STORES_FILE_BATCHES_PREFIX
         batched = {
             (batch["vector_store_id"], file_id)
-            for batch in self.openai_file_batches.values()
+            for batch in map(json.loads, await self.kvstore.values_in_range(prefix, prefix + "\xff"))
             if batch["status"] == "in_progress"
             for file_id in batch["file_ids"]
         }
-        for key in keys:
+        for key in await self.kvstore.keys_in_range(ATTACHING_PREFIX, ATTACHING_PREFIX + "\xff"):
             raw = await self.kvstore.get(key)
-            await self.kvstore.delete(key)
             if raw is None:
                 continue
             if not raw.startswith("{"):  # written by 0.2: "<store id>\n<request>"
@@ -198,12 +388,17 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             record = json.loads(raw)
             vector_store_id = record["vector_store_id"]
             request = OpenAIAttachFileRequest.model_validate(record["request"])
-            store = self.openai_vector_stores.get(vector_store_id)
-            if store is None or request.file_id in store["file_ids"] or (vector_store_id, request.file_id) in batched:
+            if (vector_store_id, request.file_id) in batched or await self.leases.held_elsewhere(
+                attach_lease(vector_store_id, request.file_id)
+            ):
+                continue
+            store = await self._refresh_store(vector_store_id)
+            if store is None or request.file_id in store["file_ids"]:
+                await self.kvstore.delete(key)
                 continue
             logger.info("Resuming an interrupted attach", vector_store_id=vector_store_id, file_id=request.file_id)
-            with request_context.restore(record.get(REQUEST_CONTEXT_KEY)):  # the task starts in this context
-                self._track(asyncio.create_task(self._resume_attach(vector_store_id, request)))
+            with request_context.restore(record.get(REQUEST_CONTEXT_KEY)):  # the attach runs as its requester
+                self._run_in_background(self._resume_attach(vector_store_id, request), contextvars.copy_context())
 
     async def _resume_attach(self, vector_store_id: str, request: OpenAIAttachFileRequest) -> None:
         try:
@@ -213,11 +408,20 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             return
         logger.info("Resumed an interrupted attach", file_id=request.file_id, status=result.status)
 
+    async def _remove_expired_stores(self) -> None:
+        prefix = OPENAI_VECTOR_STORES_PREFIX
+        for raw in await self.kvstore.values_in_range(prefix, prefix + "\xff"):
+            info = json.loads(raw)
+            if expiry(info)["status"] == "expired":
+                await self._remove_store(info["id"])
+
     async def shutdown(self) -> None:
         self._shutting_down = True
-        for task in list(self._resume_tasks):
+        for task in list(self._background):
             task.cancel()
         await super().shutdown()
+        if self.leases is not None:
+            await self.leases.release_all()
 
     # ---------------------------------------------------------------------------------------- chunking
 
@@ -241,6 +445,8 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
     async def openai_create_vector_store(
         self, params: OpenAICreateVectorStoreRequestWithExtraBody
     ) -> VectorStoreObject:
+        with invalid_request_on_value_error():
+            validate_expires_after(params.expires_after)
         if self._is_auto(params.chunking_strategy):
             params = params.model_copy(update={"chunking_strategy": self._default_chunking()})
         recording = RECORD_REFUSED_FILES.set(True)  # the store is made even if some of its file_ids are bad
@@ -261,12 +467,26 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         prefix = self._contents_prefix(store_id, file_id)
         # Keys only: reading the values back would load the previous contents (embeddings included) on every attach.
         stale = [key for key in await self.kvstore.keys_in_range(prefix, prefix + "\xff") if key != f"{prefix}0"]
+        # The mixin leaves usage_bytes at 0: it is the size of the text stored for the file (UTF-8).
+        file_info = {**file_info, "usage_bytes": stored_text_bytes(file_contents)}
+        await self.kvstore.set(key=f"{prefix}0", value=json.dumps(file_contents))
+        # The record last: it is what lists the file in the store (see _refresh_store), so its chunks are there.
         await self.kvstore.set(
             key=f"{OPENAI_VECTOR_STORES_FILES_PREFIX}{store_id}:{file_id}", value=json.dumps(file_info)
         )
-        await self.kvstore.set(key=f"{prefix}0", value=json.dumps(file_contents))
         for key in stale:
             await self.kvstore.delete(key)
+
+    async def _load_openai_vector_store_file(self, store_id: str, file_id: str) -> dict[str, Any]:
+        raw = await self.kvstore.get(f"{OPENAI_VECTOR_STORES_FILES_PREFIX}{store_id}:{file_id}")
+        if raw is not None:
+            return json.loads(raw)
+        # Deleted by another request after this one read the store's file list: shown as it was then (the mixin's
+        # listing failed on it with a 500).
+        listed = self._listed_files.get(store_id, {}).get(file_id)
+        if listed is None:
+            raise VectorStoreFileNotFoundError(file_id, store_id)
+        return listed
 
     async def _load_openai_vector_store_file_contents(self, store_id: str, file_id: str) -> list[dict[str, Any]]:
         prefix = self._contents_prefix(store_id, file_id)
@@ -285,7 +505,7 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
     async def openai_attach_file_to_vector_store(
         self, vector_store_id: str, request: OpenAIAttachFileRequest
     ) -> VectorStoreFileObject:
-        if vector_store_id not in self.openai_vector_stores:
+        if await self._refresh_store(vector_store_id, files=False) is None:
             raise VectorStoreNotFoundError(vector_store_id)
         if self._is_auto(request.chunking_strategy):
             stored = self.openai_vector_stores[vector_store_id].get("chunking_strategy") or {}
@@ -295,7 +515,10 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
                 else self._default_chunking()
             )
             request = request.model_copy(update={"chunking_strategy": strategy})
-        async with self._attaching(vector_store_id, request.file_id):
+        async with self._file_lease(vector_store_id, request.file_id):
+            # Read now: another replica may have attached the file (or deleted the store) while this one waited.
+            if await self._refresh_store(vector_store_id) is None:
+                raise VectorStoreNotFoundError(vector_store_id)
             try:
                 await self._check_attachable(request.file_id)
             except (ResourceNotFoundError, FileTooLargeError, ValueError) as e:
@@ -327,64 +550,42 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         return result
 
     @contextlib.asynccontextmanager
-    async def _attaching(self, vector_store_id: str, file_id: str) -> AsyncIterator[None]:
-        """One attach of a file to a store at a time. The mixin checks "already attached" before its awaits and
-        appends the file to the store when done: two concurrent attaches of one file (a client retrying after a
-        timeout) both did the work and listed the file twice, with file_counts.total 2. The second now waits, then
-        finds the file attached and returns its record."""
-        key = (vector_store_id, file_id)
-        lock = self._attach_locks.setdefault(key, asyncio.Lock())
-        self._attach_users[key] += 1
+    async def _file_lease(self, vector_store_id: str, file_id: str) -> AsyncIterator[None]:
+        """One attach (or delete) of a file in a store at a time, across every process on the kvstore. The mixin
+        checks "already attached" before its awaits and appends the file when done: two concurrent attaches of one
+        file (a client retrying after a timeout) both did the work and listed the file twice. The second now waits,
+        then finds the file attached and returns its record."""
+        lease = attach_lease(vector_store_id, file_id)
+        await self.leases.acquire_waiting(lease)
         try:
-            async with lock:
-                yield
+            yield
         finally:
-            self._attach_users[key] -= 1
-            if not self._attach_users[key]:
-                del self._attach_users[key], self._attach_locks[key]
+            await self.leases.release(lease)
 
     # ------------------------------------------------------------------------- deleting, listing, batches
 
     async def openai_delete_vector_store_file(
         self, vector_store_id: str, file_id: str
     ) -> VectorStoreFileDeleteResponse:
-        """The mixin's delete removes the file's record before taking it out of the store's file list, and writes
-        back a copy of the store taken before its awaits, without the store lock. Under 16 concurrent clients a
-        listing then met a file id with no record (a 400 naming missing fields), and an attach that finished
-        meanwhile could vanish from the list. Here: chunks first, then list and records together under the lock."""
-        file = await self.openai_retrieve_vector_store_file(vector_store_id, file_id)  # 400 for an unknown file
-        contents = await self._load_openai_vector_store_file_contents(vector_store_id, file_id)
-        chunks = [Chunk.model_validate(c) for c in contents]
-        await self.delete_chunks(
-            DeleteChunksRequest(
-                vector_store_id=vector_store_id,
-                chunks=[ChunkForDeletion(chunk_id=c.chunk_id, document_id=c.document_id or file_id) for c in chunks],
+        """The mixin's delete removed the file's record before taking it out of the store's file list, and wrote back
+        a copy of the store taken before its awaits: under 16 concurrent clients a listing met a file id with no
+        record (a 400), and an attach that finished meanwhile vanished. Here the chunks go first, then the records,
+        under the file's lease (no attach of it meanwhile); membership follows from the records."""
+        await self._require_file(vector_store_id, file_id)
+        async with self._file_lease(vector_store_id, file_id):
+            contents = await self._load_openai_vector_store_file_contents(vector_store_id, file_id)
+            chunks = [Chunk.model_validate(c) for c in contents]
+            await self.delete_chunks(
+                DeleteChunksRequest(
+                    vector_store_id=vector_store_id,
+                    chunks=[
+                        ChunkForDeletion(chunk_id=c.chunk_id, document_id=c.document_id or file_id) for c in chunks
+                    ],
+                )
             )
-        )
-        async with self._get_vector_store_lock(vector_store_id):
-            store_info = dict(self.openai_vector_stores[vector_store_id])
-            if file_id in store_info["file_ids"]:  # a concurrent delete of the same file may have won
-                store_info["file_ids"] = [fid for fid in store_info["file_ids"] if fid != file_id]
-                counts = dict(store_info["file_counts"])
-                counts[file.status] -= 1
-                counts["total"] -= 1
-                store_info["file_counts"] = counts
-                await self._save_openai_vector_store(vector_store_id, store_info)
             await self._delete_openai_vector_store_file_from_storage(vector_store_id, file_id)
+        await self._refresh_store(vector_store_id)
         return VectorStoreFileDeleteResponse(id=file_id, deleted=True)
-
-    async def openai_list_files_in_vector_store(
-        self,
-        vector_store_id: str,
-        limit: int | None = 20,
-        order: str | None = "desc",
-        after: str | None = None,
-        before: str | None = None,
-        filter: VectorStoreFileStatus | None = None,
-    ) -> VectorStoreListFilesResponse:
-        # The mixin reads one record per file across awaits: under the lock no delete can remove one meanwhile.
-        async with self._get_vector_store_lock(vector_store_id):
-            return await super().openai_list_files_in_vector_store(vector_store_id, limit, order, after, before, filter)
 
     async def openai_retrieve_vector_store_file_contents(
         self,
@@ -394,7 +595,7 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         include_metadata: bool | None = False,
     ) -> VectorStoreFileContentResponse:
         # The mixin answers an unknown file id with an empty 200, as if the file had no text.
-        self._require_file(vector_store_id, file_id)
+        await self._require_file(vector_store_id, file_id)
         return await super().openai_retrieve_vector_store_file_contents(
             vector_store_id, file_id, include_embeddings, include_metadata
         )
@@ -413,64 +614,68 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             vector_store_id=vector_store_id,
             last_error=VectorStoreFileLastError(code="server_error", message=reason),
         )
-        async with self._get_vector_store_lock(vector_store_id):
-            store_info = self.openai_vector_stores[vector_store_id]
-            if request.file_id in store_info["file_ids"]:
-                return VectorStoreFileObject(**await self._load_openai_vector_store_file(vector_store_id, file.id))
-            await self._save_openai_vector_store_file(
-                vector_store_id, file.id, {**file.model_dump(), "filename": ""}, []
-            )
-            counts = dict(store_info["file_counts"])
-            counts["total"] += 1
-            counts["failed"] += 1
-            await self._save_openai_vector_store(
-                vector_store_id,
-                {**store_info, "file_ids": [*store_info["file_ids"], file.id], "file_counts": counts},
-            )
+        # Called under the file's lease, after _refresh_store: the record alone lists and counts the file.
+        if request.file_id in self.openai_vector_stores[vector_store_id]["file_ids"]:
+            return VectorStoreFileObject(**await self._load_openai_vector_store_file(vector_store_id, file.id))
+        await self._save_openai_vector_store_file(vector_store_id, file.id, {**file.model_dump(), "filename": ""}, [])
+        await self._refresh_store(vector_store_id)
         return file
 
     # ------------------------------------------------------------------- unknown ids: a 404 naming them
 
-    def _require_file(self, vector_store_id: str, file_id: str) -> None:
+    async def _require_file(self, vector_store_id: str, file_id: str) -> None:
         """The mixin raises a bare ValueError (a 400) for a file id the store does not hold; OpenAI answers 404."""
-        store = self.openai_vector_stores.get(vector_store_id)
+        store = await self._refresh_store(vector_store_id)
         if store is None:
             raise VectorStoreNotFoundError(vector_store_id)
         if file_id not in store["file_ids"]:
             raise VectorStoreFileNotFoundError(file_id, vector_store_id)
 
-    def _require_batch(self, vector_store_id: str, batch_id: str) -> None:
+    async def _require_batch(self, vector_store_id: str, batch_id: str) -> dict[str, Any]:
         """As _require_file; a batch of another store is not found either (its existence does not leak)."""
-        if vector_store_id not in self.openai_vector_stores:
+        if await self._refresh_store(vector_store_id, files=False) is None:
             raise VectorStoreNotFoundError(vector_store_id)
-        batch = self.openai_file_batches.get(batch_id)
+        batch = await self._refresh_batch(batch_id)
         if batch is None or batch["vector_store_id"] != vector_store_id:
             raise VectorStoreFileBatchNotFoundError(batch_id, vector_store_id)
+        return batch
 
     async def openai_retrieve_vector_store_file(self, vector_store_id: str, file_id: str) -> VectorStoreFileObject:
-        self._require_file(vector_store_id, file_id)
+        await self._require_file(vector_store_id, file_id)
         return await super().openai_retrieve_vector_store_file(vector_store_id, file_id)
 
     async def openai_update_vector_store_file(
         self, vector_store_id: str, file_id: str, request: OpenAIUpdateVectorStoreFileRequest
     ) -> VectorStoreFileObject:
-        self._require_file(vector_store_id, file_id)
+        await self._require_file(vector_store_id, file_id)
         return await super().openai_update_vector_store_file(vector_store_id, file_id, request)
+
+    async def openai_list_files_in_vector_store(self, vector_store_id: str, *args: Any, **kwargs: Any):
+        await self._refresh_store(vector_store_id)
+        return await super().openai_list_files_in_vector_store(vector_store_id, *args, **kwargs)
+
+    async def openai_create_vector_store_file_batch(self, vector_store_id: str, params: Any):
+        await self._refresh_store(vector_store_id, files=False)
+        return await super().openai_create_vector_store_file_batch(vector_store_id, params)
 
     async def openai_retrieve_vector_store_file_batch(
         self, batch_id: str, vector_store_id: str
     ) -> VectorStoreFileBatchObject:
-        self._require_batch(vector_store_id, batch_id)
-        return await super().openai_retrieve_vector_store_file_batch(batch_id, vector_store_id)
+        batch = await self._require_batch(vector_store_id, batch_id)
+        result = await super().openai_retrieve_vector_store_file_batch(batch_id, vector_store_id)
+        if batch["status"] != "in_progress":
+            return result
+        return result.model_copy(update={"file_counts": VectorStoreFileCounts(**await self._batch_file_counts(batch))})
 
     async def openai_list_files_in_vector_store_file_batch(self, batch_id: str, vector_store_id: str, *args, **kwargs):
-        self._require_batch(vector_store_id, batch_id)
+        await self._require_batch(vector_store_id, batch_id)
+        await self._refresh_store(vector_store_id)
         return await super().openai_list_files_in_vector_store_file_batch(batch_id, vector_store_id, *args, **kwargs)
 
     async def openai_cancel_vector_store_file_batch(
         self, batch_id: str, vector_store_id: str
     ) -> VectorStoreFileBatchObject:
-        self._require_batch(vector_store_id, batch_id)
+        await self._require_batch(vector_store_id, batch_id)
         return await super().openai_cancel_vector_store_file_batch(batch_id, vector_store_id)
 
     async def _check_attachable(self, file_id: str) -> None:
@@ -509,7 +714,7 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         query = " ".join(request.query) if isinstance(request.query, list) else request.query
         with invalid_request_on_value_error():
             params = self._search_params(request, query)
-        if vector_store_id not in self.openai_vector_stores:
+        if await self._refresh_store(vector_store_id, files=False) is None:
             raise VectorStoreNotFoundError(vector_store_id)
         response = await self.query_chunks(
             QueryChunksRequest(vector_store_id=vector_store_id, query=query, params=params)
