@@ -29,6 +29,8 @@ def vector_io_providers() -> list[dict[str, Any]]:
                 "db_name": "${env.MILVUS_DB_NAME:=}",
                 "collection_mode": "${env.MILVUS_COLLECTION_MODE:=per_store}",
                 "request_timeout_s": "${env.MILVUS_REQUEST_TIMEOUT_S:=30}",
+                # With replicas: how soon a dead replica's unfinished batch is taken over by another.
+                "lease_seconds": "${env.LLAMA_STACK_MILVUS_LEASE_SECONDS:=15}",
                 "persistence": {"namespace": "vector_io::milvus_remote", "backend": "kv_default"},
             },
         }

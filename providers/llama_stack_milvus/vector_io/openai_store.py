@@ -106,6 +106,7 @@ RECORD_REFUSED_FILES: contextvars.ContextVar[bool] = contextvars.ContextVar("rec
 SEARCH_MODES = ("vector", "keyword", "hybrid")
 RANKERS = ("rrf", "weighted", "neural")
 MAX_NUM_RESULTS = 50
+ACTIVITY_RESOLUTION_S = 3600  # how stale last_active_at may be (expires_after counts in days)
 
 logger = get_logger(name=__name__, category="vector_io::milvus")
 
@@ -118,6 +119,7 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         # Before the mixin's __init__, which assigns openai_vector_stores (a property here).
         self._ready = False
         self._serving = False
+        self._background_loop: asyncio.AbstractEventLoop | None = None
         self._shutting_down = False
         self._background: set[asyncio.Task] = set()
         self._store_records: dict[str, dict[str, Any]] = {}  # each store's record as last read from the kvstore
@@ -160,6 +162,15 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             info.update({field: cached[field] for field in DERIVED_FIELDS})
         self._openai_vector_stores[vector_store_id] = info
         return info
+
+    async def _touch(self, vector_store_id: str) -> None:
+        """Marks the store used (last_active_at, the anchor of expires_after), at most once an hour: the mixin moved
+        it only on updates, so a store in daily use expired as if idle."""
+        info = self._openai_vector_stores.get(vector_store_id)
+        now = int(time.time())
+        if info is not None and now - int(info["last_active_at"]) >= ACTIVITY_RESOLUTION_S:
+            touched = {**info, "last_active_at": now}
+            await self._write_store(vector_store_id, {**touched, **expiry(touched)})
 
     async def _file_records(self, vector_store_id: str) -> list[dict[str, Any]]:
         prefix = f"{OPENAI_VECTOR_STORES_FILES_PREFIX}{vector_store_id}:"
@@ -249,10 +260,10 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
 
     # ------------------------------------------------------------- unfinished work: resumed by one process
 
-    # The mixin reads this dict first in nearly every vector-store call: the first one marks the server serving.
+    # The mixin reads this dict first in nearly every vector-store call: a way to learn that the server serves.
     @property
     def openai_vector_stores(self) -> dict[str, dict[str, Any]]:
-        if self._ready and not self._serving:
+        if self._ready:
             self.start_background_work()
         return self._openai_vector_stores
 
@@ -271,12 +282,16 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         from initialize(), so that loop's end cancelled them and saved them as "cancelled" for good. Our sweeps
         (resumes, expiries) and lease heartbeats start here instead, in the loop that lives on: when the server
         starts serving (http_contract calls this) or at the first vector-store call, whichever comes first."""
-        if self._serving or not self._ready:
+        if not self._ready:
             return
         try:
-            asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        if loop is self._background_loop:
+            return
+        # Started in another loop (initialize()'s, which registers resources after _ready): that loop is gone.
+        self._background_loop = loop
         self._serving = True
         self._run_in_background(self.leases.heartbeat())
         self._run_in_background(self._sweep_forever())
@@ -507,6 +522,7 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
     ) -> VectorStoreFileObject:
         if await self._refresh_store(vector_store_id, files=False) is None:
             raise VectorStoreNotFoundError(vector_store_id)
+        await self._touch(vector_store_id)
         if self._is_auto(request.chunking_strategy):
             stored = self.openai_vector_stores[vector_store_id].get("chunking_strategy") or {}
             strategy = (
@@ -716,6 +732,7 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             params = self._search_params(request, query)
         if await self._refresh_store(vector_store_id, files=False) is None:
             raise VectorStoreNotFoundError(vector_store_id)
+        await self._touch(vector_store_id)
         response = await self.query_chunks(
             QueryChunksRequest(vector_store_id=vector_store_id, query=query, params=params)
         )
