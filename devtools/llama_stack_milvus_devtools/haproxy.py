@@ -6,11 +6,12 @@
     proxy.stop()
 
 Routing: round robin; ``GET /v1/health`` every CHECK_INTERVAL_S per replica, FALL failures take it out, RISE
-successes bring it back. A replica that dies is out of rotation within FALL x CHECK_INTERVAL_S (+ one check timeout)
-= about 2-3 s (the health-check window). Inside that window a new request sent to the dead replica has its
-connection refused and HAProxy sends it to another replica (``retry-on conn-failure`` + ``option redispatch``), so
-it does not fail; only requests already in flight on the replica when it died fail (HAProxy answers 502): POSTs
-are not idempotent, so they are never replayed.
+successes bring it back. A replica that dies is out of rotation within HEALTH_CHECK_WINDOW_S = FALL x
+CHECK_INTERVAL_S + CHECK_TIMEOUT_S = 4 s (the health-check window; about 2 s when its port refuses connections, as
+after kill -9). Inside that window a new request sent to the dead replica has its connection refused and HAProxy
+sends it to another replica (``retry-on conn-failure`` + ``option redispatch``), so it does not fail; only requests
+already in flight on the replica when it died fail (HAProxy answers 502): POSTs are not idempotent, so they are
+never replayed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from .ports import port_choice_lock, port_is_free, port_open
 CHECK_INTERVAL_S = 1
 FALL = 2
 RISE = 1
+CHECK_TIMEOUT_S = 2
+# The longest a dead replica stays in rotation: FALL checks, the last of which may wait out its timeout.
+HEALTH_CHECK_WINDOW_S = FALL * CHECK_INTERVAL_S + CHECK_TIMEOUT_S
 # Attaching a large file to a store takes minutes on a busy machine: the balancer must not cut it off.
 SERVER_TIMEOUT = "10m"
 START_TIMEOUT_S = 30.0
@@ -75,7 +79,7 @@ defaults
     timeout client {SERVER_TIMEOUT}
     timeout server {SERVER_TIMEOUT}
     timeout queue 30s
-    timeout check 2s
+    timeout check {CHECK_TIMEOUT_S}s
     # A refused connection (a dead replica not yet marked DOWN) is retried on another replica; a request the
     # replica may have started is never replayed.
     retries 3
@@ -121,9 +125,9 @@ class HAProxy:
         proxy.pid = data["pid"]
         return proxy
 
-    def start(self, timeout: float = START_TIMEOUT_S, wait_for_backends: bool = True) -> None:
-        """Write and check the config, start HAProxy and wait until it accepts connections (and, with
-        ``wait_for_backends``, until every backend passed its health check)."""
+    def start(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Write and check the config, start HAProxy and wait until every backend passed its health check and
+        ``/v1/health`` answers through it."""
         haproxy = binary()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(config_text(self.port, self.backends, self.admin_socket))
@@ -150,11 +154,10 @@ class HAProxy:
                     self.stop()
                     raise RuntimeError(f"HAProxy not listening on {self.port} after {timeout:.0f} s\n{self._tail()}")
                 time.sleep(0.05)
-        if wait_for_backends:
-            self.wait_until_up(range(len(self.backends)), timeout)
-            response = httpx.get(f"{self.url}/v1/health", timeout=10)
-            if response.status_code != 200:
-                raise RuntimeError(f"HAProxy answered /v1/health with {response.status_code}: {response.text[:200]}")
+        self.wait_until_up(range(len(self.backends)), timeout)
+        response = httpx.get(f"{self.url}/v1/health", timeout=10)
+        if response.status_code != 200:
+            raise RuntimeError(f"HAProxy answered /v1/health with {response.status_code}: {response.text[:200]}")
 
     def _fail_if_exited(self) -> None:
         if self.process is not None and self.process.poll() is not None:
@@ -163,8 +166,8 @@ class HAProxy:
     def _tail(self) -> str:
         return "\n".join(logs.tail(self.log_path, 20))
 
-    def server_states(self) -> dict[str, str]:
-        """Each backend's state as HAProxy sees it (``UP``, ``DOWN``, ``UP 1/2``, ...)."""
+    def stats(self) -> dict[str, dict[str, str]]:
+        """Each replica's row of HAProxy's ``show stat`` (``status``: UP, DOWN, ...; ``stot``: sessions served)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)
             sock.connect(str(self.admin_socket))
@@ -173,7 +176,11 @@ class HAProxy:
             while chunk := sock.recv(65536):
                 data += chunk
         rows = csv.DictReader(io.StringIO(data.decode().lstrip("# ")))
-        return {row["svname"]: row["status"] for row in rows if row["pxname"] == "replicas" and "-" in row["svname"]}
+        return {row["svname"]: row for row in rows if row["pxname"] == "replicas" and "-" in row["svname"]}
+
+    def server_states(self) -> dict[str, str]:
+        """Each replica's state as HAProxy sees it (``UP``, ``DOWN``, ``UP 1/2``, ...)."""
+        return {name: row["status"] for name, row in self.stats().items()}
 
     def wait_until_up(self, indexes: range | list[int], timeout: float = START_TIMEOUT_S) -> None:
         """Wait until HAProxy's health checks pass for the replicas at ``indexes``."""
