@@ -121,7 +121,17 @@ def completed_files(url: str, store_id: str) -> int:
     return httpx.get(f"{url}/v1/vector_stores/{store_id}", timeout=60).json()["file_counts"]["completed"]
 
 
+def warm_up(url: str) -> None:
+    """One upload first: Llama Stack 0.7.3's files provider creates its table on first use, and concurrent first
+    uploads to a fresh server fail with 500 "no such table: openai_files"."""
+    response = httpx.post(
+        f"{url}/v1/files", files={"file": ("warm-up.txt", b"warm up")}, data={"purpose": "assistants"}, timeout=60
+    )
+    response.raise_for_status()
+
+
 def measure(url: str, store_id: str, files: list[Path], queries: list[str], args: argparse.Namespace) -> dict:
+    warm_up(url)
     before = completed_files(url, store_id)
     entry = {
         "attach": attach_phase(url, store_id, files, args.clients),
