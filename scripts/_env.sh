@@ -164,4 +164,24 @@ lsm_ensure_milvus_standalone() {
     "$LSM_ROOT/.venv/bin/python" -m llama_stack_milvus_devtools ensure-standalone
 }
 
+# lsm_ensure_cluster_packages: PostgreSQL and HAProxy (Debian packages) for the cluster tests and scripts/cluster. The
+# devtools install them lazily too; installing them up front keeps apt-get out of a test's time limit. As root with
+# apt-get only (apt-get update first when the package lists are stale or missing); otherwise says what to run.
+lsm_ensure_cluster_packages() {
+    local missing=()
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+    command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    if [[ $EUID -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        lsm_die "the cluster tests need ${missing[*]}: run 'sudo apt-get install -y ${missing[*]}'"
+        return 1
+    fi
+    echo "Installing ${missing[*]} (apt-get) for the cluster tests" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null ||
+        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; } || {
+        lsm_die "apt-get install ${missing[*]} failed"
+        return 1
+    }
+}
+
 lsm_setup || return 1 2>/dev/null || exit 1

@@ -1,5 +1,6 @@
 """A real Llama Stack server: one `llama stack run CONFIG --port P` process on its own data directory."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from llama_stack_milvus.readiness import wait_until_answering
 
-from . import REPO_ROOT, logs
+from . import REPO_ROOT, logs, processes
 from .ports import free_port
 
 EMBEDDED_RUN_YAML = REPO_ROOT / "distributions" / "milvus-embedded" / "run.yaml"
@@ -52,10 +53,24 @@ class StackServer:
 
     ``env`` is the whole environment of the server (see offline_env); ``LLAMA_STACK_MILVUS_DIR`` is set to
     ``data_dir``. A failed start raises RuntimeError with the end of the log.
+
+    ``port``: the same port at every start (a load balancer's backend) instead of a free one each time.
+    ``own_group``: the server leads its own process group, and stop/kill end the whole group: with
+    ``server.workers`` > 1 uvicorn's worker processes would otherwise outlive a killed parent and keep serving.
     """
 
-    def __init__(self, run_yaml: Path, data_dir: Path, env: dict[str, str], start_timeout: float = START_TIMEOUT_S):
+    def __init__(
+        self,
+        run_yaml: Path,
+        data_dir: Path,
+        env: dict[str, str],
+        start_timeout: float = START_TIMEOUT_S,
+        port: int | None = None,
+        own_group: bool = False,
+    ):
         self.run_yaml = run_yaml
+        self.fixed_port = port
+        self.own_group = own_group
         self.data_dir = data_dir
         self.env = dict(env, LLAMA_STACK_MILVUS_DIR=str(data_dir))
         self.start_timeout = start_timeout
@@ -85,7 +100,7 @@ class StackServer:
         if self.process is not None:
             raise RuntimeError(f"the server on {self.data_dir} is already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         self.starts += 1
         started = time.monotonic()
         llama = Path(sys.executable).parent / "llama"
@@ -99,6 +114,7 @@ class StackServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=self.own_group,
             )
         if not wait_until_answering(self.process, f"{self.base_url}/v1/health", self.start_timeout, interval_s=0.5):
             if self.process.poll() is not None:
@@ -113,13 +129,30 @@ class StackServer:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT_S. Idempotent."""
         if self.process is None:
             return
-        if self.process.poll() is None:
+        if self.own_group:
+            processes.stop_group(
+                self.process.pid, f"llama stack run on port {self.port}", STOP_TIMEOUT_S, self.process.poll
+            )
+        elif self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """kill -9 of the server (of its whole group with ``own_group``): a crash."""
+        if self.process is None:
+            return
+        if self.own_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            processes.stop_group(self.process.pid, f"llama stack run on port {self.port}", 10, self.process.poll)
+        else:
+            self.process.kill()
+        self.process.wait()
         self.process = None
 
     def restart(self) -> None:
