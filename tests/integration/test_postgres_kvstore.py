@@ -18,11 +18,11 @@ from llama_stack.core.storage.kvstore import postgres as upstream_postgres
 from llama_stack.core.storage.kvstore.postgres.postgres import PostgresKVStoreImpl
 from llama_stack.core.storage.sqlstore.sqlalchemy_sqlstore import SqlAlchemySqlStoreImpl
 from llama_stack_api.internal.sqlstore import ColumnType
+
 from llama_stack_milvus import postgres_kvstore
 from llama_stack_milvus.errors import MetadataStoreUnavailableError
 from llama_stack_milvus.http_contract import exception_handler
 from llama_stack_milvus.postgres_kvstore import PostgresKVStore, install
-
 from llama_stack_milvus_devtools.postgres import DATABASE, USER, PostgresServer
 
 ICU_DATABASE = "icu_en_us"  # a database whose collation is not byte order: ':' and case sort differently
@@ -37,8 +37,7 @@ def postgres(tmp_path_factory) -> Iterator[PostgresServer]:
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(
-            f"CREATE DATABASE {ICU_DATABASE} TEMPLATE template0 "
-            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+            f"CREATE DATABASE {ICU_DATABASE} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
         )
     admin.close()
     yield server

@@ -9,11 +9,11 @@ import pytest
 import sqlalchemy.exc
 from llama_stack.core.storage.datatypes import PostgresKVStoreConfig, SqliteKVStoreConfig
 from llama_stack.core.storage.kvstore.sqlite import SqliteKVStoreImpl
+
 from llama_stack_milvus.errors import MetadataStoreUnavailableError
 from llama_stack_milvus.http_contract import postgres_unavailable
 from llama_stack_milvus.postgres_kvstore import PostgresKVStore
 from llama_stack_milvus.vector_io.kvstore import SerializedWrites
-
 from llama_stack_milvus_devtools.ports import free_port
 
 
