@@ -34,6 +34,16 @@ class MilvusBackendError(ProviderError):
     status_code: httpx.codes = httpx.codes.SERVICE_UNAVAILABLE
 
 
+class MetadataStoreUnavailableError(ProviderError):
+    """PostgreSQL, where the stack keeps its metadata, failed or could not be reached: a 503 that names it, the
+    store and what was being done."""
+
+    status_code: httpx.codes = httpx.codes.SERVICE_UNAVAILABLE
+
+    def __init__(self, where: str, action: str, reason: str):
+        super().__init__(f"PostgreSQL at {where} is unavailable while {action}: {reason}")
+
+
 class MilvusOpenError(RuntimeError):
     """Milvus cannot be opened at start-up: a Lite file that will not open, a server that cannot be reached or refuses
     the credentials. One message shape for all: "Cannot open <which Milvus>: <why>. <what to do>"."""

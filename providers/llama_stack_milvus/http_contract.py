@@ -11,7 +11,11 @@ provider loads (inside the server's create_app, before it registers its exceptio
   middleware, answers such errors with the same handler and stops there;
 - an upload (POST /v1/files) larger than the vector_io provider's max_file_mib is a 413 naming the limit, decided
   from its Content-Length before the body is read, or as soon as a body without one passes the limit (upstream
-  reads any size into memory and onto disk).
+  reads any size into memory and onto disk);
+- PostgreSQL down or restarting under a kv_postgres or sql_postgres store (files and responses metadata) is a 503
+  naming PostgreSQL, not an anonymous 500 (or, for a refused connection, a 502 quoting only the address). The
+  sql_postgres engine itself recovers: Llama Stack pings pooled connections before use (pool_pre_ping, on by
+  default), so no restart is needed once PostgreSQL is back.
 
 And two things several replicas (or workers) on one shared store need:
 - listing vector stores reads the registry through: upstream lists from a per-process cache refreshed at most every
@@ -23,7 +27,9 @@ And two things several replicas (or workers) on one shared store need:
 import traceback
 from collections.abc import Callable
 
+import asyncpg
 import httpx
+import psycopg2
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from llama_stack.core.access_control.access_control import AccessDeniedError, is_action_allowed
@@ -32,11 +38,14 @@ from llama_stack.core.exceptions.translation import translate_exception
 from llama_stack.core.request_headers import get_authenticated_user
 from llama_stack.core.routing_tables.common import CommonRoutingTableImpl
 from llama_stack.core.server import server
+from llama_stack.core.storage.sqlstore.sqlalchemy_sqlstore import SqlAlchemySqlStoreImpl
 from llama_stack.core.store.registry import CachedDiskDistributionRegistry
 from llama_stack_api import ResourceNotFoundError, VectorStoreNotFoundError
 from llama_stack_api.common.errors import OpenAIErrorResponse
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import MetadataStoreUnavailableError
 
 _installed = False
 _serving_hooks: list[Callable[[], None]] = []
@@ -162,7 +171,8 @@ class LimitUploads:
 
 
 async def exception_handler(request: Request, exc: Exception) -> JSONResponse:
-    http_exc = translate_exception(exc)
+    postgres_error = postgres_unavailable(exc, f"serving {request.method} {request.url.path}")
+    http_exc = translate_exception(postgres_error or exc)
     if http_exc.status_code >= httpx.codes.INTERNAL_SERVER_ERROR:
         traceback.print_exception(type(exc), exc, exc.__traceback__)
     return JSONResponse(
@@ -183,3 +193,49 @@ def not_found(type: str, identifier: str) -> ResourceNotFoundError:
     if type == "vector_store":
         return VectorStoreNotFoundError(identifier)
     return ResourceNotFoundError(identifier, resource_type=type.replace("_", " ").capitalize())
+
+
+# Connection failures of the two PostgreSQL drivers of Llama Stack (psycopg2: kv_postgres; asyncpg under
+# SQLAlchemy: sql_postgres). OperatorInterventionError: the server shutting down, starting up, or cancelling.
+POSTGRES_CONNECTION_ERRORS = (
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+POSTGRES_DRIVERS = ("asyncpg", "psycopg2")
+
+
+def postgres_unavailable(exc: BaseException, action: str) -> MetadataStoreUnavailableError | None:
+    """The 503 for `exc` when it, or an exception it was raised from, is PostgreSQL's connection failing."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, MetadataStoreUnavailableError):
+            return None  # ours already says which PostgreSQL and what failed
+        if isinstance(cause, POSTGRES_CONNECTION_ERRORS) or (
+            isinstance(cause, OSError) and raised_in(cause, POSTGRES_DRIVERS)  # a refused connect in asyncpg
+        ):
+            reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            return MetadataStoreUnavailableError(postgres_address(exc), action, reason)
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def raised_in(exc: BaseException, packages: tuple[str, ...]) -> bool:
+    return any(
+        frame.f_globals.get("__name__", "").split(".")[0] in packages
+        for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
+
+
+def postgres_address(exc: BaseException) -> str:
+    """host:port of the sql_postgres store the failing call went through (from its traceback), else a general
+    name: SQLAlchemy's errors do not carry the address."""
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        store = frame.f_locals.get("self")
+        if isinstance(store, SqlAlchemySqlStoreImpl) and hasattr(store.config, "host"):
+            return f"{store.config.host}:{store.config.port} (sql_postgres store)"
+    return "the configured address (metadata store)"

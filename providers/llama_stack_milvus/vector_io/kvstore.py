@@ -4,6 +4,9 @@ Llama Stack 0.7.3's SQLite kvstore opens a connection per operation, in SQLite's
 a 5 s busy timeout. Under 16 concurrent clients, readers and writers locked each other out for longer than that and
 attaches failed with "database is locked" (a 500). WAL lets readers work beside a writer, and one writer at a time
 in this process (an asyncio lock) keeps our writes from waiting on each other.
+
+A kv_postgres backend gets our PostgresKVStore instead (postgres_kvstore.py): shared by replicas, its conditional
+writes are atomic in PostgreSQL, and PostgreSQL needs no serializing.
 """
 
 import asyncio
@@ -13,8 +16,11 @@ from datetime import datetime
 
 from llama_stack.core.storage.datatypes import KVStoreReference
 from llama_stack.core.storage.kvstore import KVStore, kvstore_impl
+from llama_stack.core.storage.kvstore.postgres.postgres import PostgresKVStoreImpl
 from llama_stack.core.storage.kvstore.sqlite import SqliteKVStoreImpl
 from llama_stack.log import get_logger
+
+from ..postgres_kvstore import PostgresKVStore, adopt
 
 logger = get_logger(name=__name__, category="vector_io::milvus")
 
@@ -34,12 +40,10 @@ class SerializedWrites:
         async with self._write_lock:
             await self.inner.delete(key)
 
-    async def get(self, key: str) -> str | None:
-        return await self.inner.get(key)
-
     async def compare_and_set(self, key: str, expected: str | None, value: str) -> bool:
-        """Writes only if the value is still ``expected`` (None: absent). Atomic within this process, the only one
-        that uses a SQLite kvstore."""
+        """Writes `value` only if the stored value is `expected` (None: absent); True when written. Atomic only
+        within this process, under the write lock: the SQLite kvstore belongs to one stack process (replicas share
+        a kv_postgres store, whose compare_and_set is atomic in PostgreSQL)."""
         async with self._write_lock:
             if await self.inner.get(key) != expected:
                 return False
@@ -47,11 +51,16 @@ class SerializedWrites:
             return True
 
     async def delete_if(self, key: str, expected: str) -> bool:
+        """Deletes `key` only if its stored value is `expected`; True when deleted. Atomic within this process."""
         async with self._write_lock:
             if await self.inner.get(key) != expected:
                 return False
             await self.inner.delete(key)
             return True
+
+    async def get(self, key: str) -> str | None:
+        return await self.inner.get(key)
+
 
     async def values_in_range(self, start_key: str, end_key: str) -> list[str]:
         return await self.inner.values_in_range(start_key, end_key)
@@ -63,8 +72,10 @@ class SerializedWrites:
         await self.inner.shutdown()
 
 
-async def open_kvstore(reference: KVStoreReference) -> SerializedWrites:
+async def open_kvstore(reference: KVStoreReference) -> SerializedWrites | PostgresKVStore:
     store = await kvstore_impl(reference)
+    if isinstance(store, PostgresKVStoreImpl):
+        return adopt(store)  # already ours once the provider has loaded (postgres_kvstore.install)
     if isinstance(store, SqliteKVStoreImpl) and not store._is_memory_db():
         await asyncio.to_thread(enable_wal, store.db_path)
     return SerializedWrites(store)
