@@ -61,7 +61,6 @@ class SerializedWrites:
     async def get(self, key: str) -> str | None:
         return await self.inner.get(key)
 
-
     async def values_in_range(self, start_key: str, end_key: str) -> list[str]:
         return await self.inner.values_in_range(start_key, end_key)
 
