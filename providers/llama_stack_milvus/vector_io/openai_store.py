@@ -83,6 +83,7 @@ from ..errors import (
 )
 from . import request_context
 from .filters import parse_filters
+from .search_options import OPTION_NAMES, ExplainedChunks, accept_extra_search_fields, parse_search_options
 
 # One key per attach in flight, holding its request: the mixin writes a file's record only once it is done.
 ATTACHING_PREFIX = "llama_stack_milvus:attaching:v1::"
@@ -514,18 +515,25 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         response = await self.query_chunks(
             QueryChunksRequest(vector_store_id=vector_store_id, query=query, params=params)
         )
-        data = [
-            VectorStoreSearchResponse(
-                file_id=chunk.metadata.get("document_id", ""),
-                filename=chunk.metadata.get("filename", ""),
-                score=score,
-                attributes=chunk.metadata,
-                content=self._chunk_to_vector_store_content(chunk),
+        explanations = response.explanations if isinstance(response, ExplainedChunks) else None
+        data = []
+        for position, (chunk, score) in enumerate(zip(response.chunks, response.scores, strict=True)):
+            content = self._chunk_to_vector_store_content(chunk)
+            if explanations is not None and content:
+                content[0].metadata = {"explanation": explanations[position]}
+            data.append(
+                VectorStoreSearchResponse(
+                    file_id=chunk.metadata.get("document_id", ""),
+                    filename=chunk.metadata.get("filename", ""),
+                    score=score,
+                    attributes=chunk.metadata,
+                    content=content,
+                )
             )
-            for chunk, score in zip(response.chunks, response.scores, strict=True)
-        ][: params["max_num_results"]]
         search_query = request.query if isinstance(request.query, list) else [request.query]
-        return VectorStoreSearchResponsePage(search_query=search_query, data=data, has_more=False, next_page=None)
+        return VectorStoreSearchResponsePage(
+            search_query=search_query, data=data[: params["max_num_results"]], has_more=False, next_page=None
+        )
 
     def _search_params(self, request: OpenAISearchVectorStoreRequest, query: str) -> dict[str, Any]:
         """Validates a search request up front so that every mistake is a 400 naming the field."""
@@ -538,22 +546,32 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         if not 1 <= max_num_results <= MAX_NUM_RESULTS:
             raise ValueError(f"max_num_results must be between 1 and {MAX_NUM_RESULTS}; got {max_num_results}")
         ranking = request.ranking_options
-        threshold = ranking.score_threshold if ranking and ranking.score_threshold is not None else 0.0
-        if not math.isfinite(threshold):
-            raise ValueError("ranking_options.score_threshold must be a finite number")
         if ranking and ranking.ranker is not None and ranking.ranker not in RANKERS:
             raise ValueError(f"ranking_options.ranker must be one of {', '.join(RANKERS)}; got {ranking.ranker!r}")
+        # Over-fetch for hybrid, where the fusion profits from deeper lists, and for a reranker, which can only
+        # promote what it is given. A vector or keyword search ranks the same candidates whatever its limit (HNSW's
+        # ef is fixed at >= 256), so a deeper fetch only costs.
+        deeper = mode == "hybrid" or (ranking is not None and ranking.ranker == "neural")
+        multiplier = self.vector_stores_config.chunk_retrieval_params.chunk_multiplier if deeper else 1
         params: dict[str, Any] = {
             "mode": mode,
             "max_num_results": max_num_results,
-            # Over-fetch only for hybrid, where the fusion profits from deeper lists. A vector or keyword search ranks
-            # the same candidates whatever its limit (HNSW's ef is fixed at >= 256), so a deeper fetch only costs.
-            "max_chunks": max_num_results
-            * (self.vector_stores_config.chunk_retrieval_params.chunk_multiplier if mode == "hybrid" else 1),
-            "score_threshold": threshold,
+            "max_chunks": max_num_results * multiplier,
         }
+        # A threshold the request sets holds for every score, negative cosines included. The API's default of 0.0
+        # (one that was not sent) is no threshold: unrelated chunks can have a negative cosine.
+        if ranking and "score_threshold" in ranking.model_fields_set and ranking.score_threshold is not None:
+            if not math.isfinite(ranking.score_threshold):
+                raise ValueError("ranking_options.score_threshold must be a finite number")
+            params["score_threshold"] = ranking.score_threshold
         filters = parse_filters(request.filters)
         if filters is not None:
             params["filters"] = filters
+        options = parse_search_options(request.model_extra)
+        params.update({name: True for name in OPTION_NAMES if getattr(options, name)})
         params.update(self._build_reranker_params(ranking, self.vector_stores_config))
         return params
+
+
+# Before the server builds its routes from the request models (see search_options.py).
+accept_extra_search_fields()
