@@ -124,7 +124,7 @@ def store(client) -> dict[str, Any]:
         created.id,
         file_id=file_ids["long"],
         attributes={"long": True},
-        chunking_strategy={"type": "static", "static": {"max_chunk_size_tokens": 60, "chunk_overlap_tokens": 0}},
+        chunking_strategy={"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}},
     )
     for file_id in file_ids.values():
         wait_attached(client, created.id, file_id)
@@ -311,7 +311,7 @@ def test_an_explanation_recomputes_the_score(http, store, mode, ranking):
         both = [
             h
             for h in explained
-            if all((h["content"][0]["metadata"]["explanation"][leg] for leg in ("vector", "keyword")))
+            if all(h["content"][0]["metadata"]["explanation"][leg] for leg in ("vector", "keyword"))
         ]
         assert both, "no hit was found by both legs"
 

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 from llama_stack.core.datatypes import VectorStoresConfig
 from llama_stack.providers.utils.inference.prompt_adapter import interleaved_content_as_str
-from llama_stack_api import Inference, QueryChunksResponse, RerankRequest
+from llama_stack_api import Inference, QueryChunksResponse
+from llama_stack_api.inference import RerankRequest
 
 from ..errors import InvalidRequestError, ProviderError
 from .explain import with_rerank
