@@ -3,7 +3,8 @@ Llama Stack's OpenAI vector-store mixin (openai_store.py, which lists every depa
 
 Departures of this module: registrations are written to the kvstore and reloaded, so stores survive a restart (the
 built-in provider lost them); chunk-level errors are 400s for bad input and 503s naming Milvus, never empty 200s;
-the kvstore is made safe for concurrent requests (kvstore.py).
+the kvstore is made safe for concurrent requests (kvstore.py); query_chunks handles our search options and ranker
+"neural" around Llama Stack's VectorStoreWithIndex (search_options.py, rerank.py).
 """
 
 import logging

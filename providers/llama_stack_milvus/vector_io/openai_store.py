@@ -9,7 +9,14 @@ File contents
   and reads them back in key order 0, 1, 10, 100, ...); files stored the mixin's way still load.
 Search
 - input is validated first (every mistake a 400 naming the field; filters parsed once, see filters.py), and
-  errors propagate (the mixin turns every exception into an empty 200).
+  errors propagate (the mixin turns every exception into an empty 200);
+- a score_threshold the request sets holds for every score, negative cosines included (the mixin passes the API's
+  default 0.0 along as if sent, and our index used to read any threshold <= 0 as none);
+- ranker "neural" is checked before the search (no model, an unknown one, one that is not a rerank model: a 400) and
+  a failing reranker is a 503 (the mixin's path returns the unreranked list), see rerank.py; its candidates are
+  over-fetched like hybrid's;
+- extra body fields `explain` and `group_by_file` (search_options.py; the request model is made to keep extra
+  fields, an unknown one is a 400); explanations go in each hit's content[0].metadata["explanation"] (explain.py).
 Attach
 - one attach of a file to a store at a time (concurrent attaches of one file each did the work and listed it twice);
 - unknown and oversized files are refused before any work; a failed file keeps a last_error that says why;
