@@ -394,3 +394,23 @@ def test_group_by_file_with_neural_keeps_one_hit_per_file(http, store):
     }
     hits = hits_of(search(http, store["id"], body))
     assert len({h["file_id"] for h in hits}) == len(hits) == 5
+
+
+# ------------------------------------------------------------------------------------------ 5. quoted evidence
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_quote_is_the_chunk_text_at_its_offsets(http, store, mode):
+    question = testdocs.BY_KEY["memory"].question
+    body = {"query": question, "search_mode": mode, "max_num_results": 5, "quote": True, "explain": True}
+    hits = hits_of(search(http, store["id"], body))
+    assert hits
+    for hit in hits:
+        text, evidence = hit["content"][0]["text"], hit["content"][0]["metadata"]
+        assert "explanation" in evidence
+        quote = evidence["quote"]
+        assert quote is not None, text
+        assert quote["text"] == text[quote["start"] : quote["end"]]
+        assert 0 < len(quote["text"]) < len(text) or text.strip() == quote["text"]
+    top_quote = hits[0]["content"][0]["metadata"]["quote"]["text"].lower()
+    assert {"reference", "counting", "garbage", "collector", "memory"} & set(top_quote.split()), top_quote

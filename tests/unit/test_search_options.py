@@ -86,3 +86,13 @@ def test_best_of_each_file_keeps_the_first_hit_of_each_file(layout) -> None:
     entities = {row: layout.columns({"document_id": f} if f else {}) for row, f in files.items()}
     hits = [(row, 1.0 - i / 10) for i, row in enumerate(files)]
     assert _best_of_each_file(hits, entities, layout) == [("r1", 1.0), ("r3", 0.8), ("r4", 0.7), ("r6", 0.5)]
+
+
+def test_a_quote_is_the_sentence_where_the_query_words_meet() -> None:
+    from llama_stack_milvus.vector_io.quote import best_quote
+
+    text = "Python frees memory.\nIt uses reference counting. The garbage collector breaks reference cycles!\n\nEnd"
+    start, end = best_quote(text, "How does the garbage collector work?")
+    assert text[start:end] == "The garbage collector breaks reference cycles!"
+    assert best_quote(text, "zebra savanna") is None
+    assert best_quote("", "memory") is None

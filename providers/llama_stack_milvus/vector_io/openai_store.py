@@ -16,7 +16,9 @@ Search
   a failing reranker is a 503 (the mixin's path returns the unreranked list), see rerank.py; its candidates are
   over-fetched like hybrid's;
 - extra body fields `explain` and `group_by_file` (search_options.py; the request model is made to keep extra
-  fields, an unknown one is a 400); explanations go in each hit's content[0].metadata["explanation"] (explain.py).
+  fields, an unknown one is a 400); explanations go in each hit's content[0].metadata["explanation"] (explain.py);
+- extra body field `quote`: the chunk's best supporting sentence with its offsets, in content[0].metadata["quote"]
+  (quote.py).
 Attach
 - one attach of a file to a store at a time (concurrent attaches of one file each did the work and listed it twice);
 - unknown and oversized files are refused before any work; a failed file keeps a last_error that says why;
@@ -90,6 +92,7 @@ from ..errors import (
 )
 from . import request_context
 from .filters import parse_filters
+from .quote import best_quote
 from .search_options import OPTION_NAMES, ExplainedChunks, accept_extra_search_fields, parse_search_options
 
 # One key per attach in flight, holding its request: the mixin writes a file's record only once it is done.
@@ -526,8 +529,9 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         data = []
         for position, (chunk, score) in enumerate(zip(response.chunks, response.scores, strict=True)):
             content = self._chunk_to_vector_store_content(chunk)
-            if explanations is not None and content:
-                content[0].metadata = {"explanation": explanations[position]}
+            if content and (explanations is not None or params.get("quote")):
+                explained = explanations[position] if explanations is not None else None
+                content[0].metadata = self._hit_evidence(content[0].text, query, explained, bool(params.get("quote")))
             data.append(
                 VectorStoreSearchResponse(
                     file_id=chunk.metadata.get("document_id", ""),
@@ -578,6 +582,18 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         params.update({name: True for name in OPTION_NAMES if getattr(options, name)})
         params.update(self._build_reranker_params(ranking, self.vector_stores_config))
         return params
+
+    @staticmethod
+    def _hit_evidence(text: str, query: str, explained: dict[str, Any] | None, quote: bool) -> dict[str, Any]:
+        """A hit's content[0].metadata: its explanation (explain: true) and its quote (quote: true; null when no
+        sentence of the chunk shares a word with the query)."""
+        evidence: dict[str, Any] = {}
+        if explained is not None:
+            evidence["explanation"] = explained
+        if quote:
+            span = best_quote(text, query)
+            evidence["quote"] = {"text": text[span[0] : span[1]], "start": span[0], "end": span[1]} if span else None
+        return evidence
 
 
 # Before the server builds its routes from the request models (see search_options.py).

@@ -3,7 +3,8 @@
 A client sends them as extra top-level fields of the search body (the openai SDK's and llama-stack-client's
 `extra_body`, or plain JSON with curl):
 - `explain: true`: each hit carries the evidence behind its score (see explain.py);
-- `group_by_file: true`: one hit per file, the best chunk of each of the top files.
+- `group_by_file: true`: one hit per file, the best chunk of each of the top files;
+- `quote: true`: each hit carries the sentence of its chunk that best supports the query (see quote.py).
 
 Llama Stack 0.7.3 parses the body into OpenAISearchVectorStoreRequest, which drops unknown fields: without
 accept_extra_search_fields() these options would never reach a provider. The server builds its routes after the
@@ -21,7 +22,7 @@ from typing import Any
 from llama_stack_api import QueryChunksResponse
 from llama_stack_api.vector_io.models import OpenAISearchVectorStoreRequest
 
-OPTION_NAMES = ("explain", "group_by_file")
+OPTION_NAMES = ("explain", "group_by_file", "quote")
 
 
 def accept_extra_search_fields() -> None:
@@ -34,6 +35,7 @@ def accept_extra_search_fields() -> None:
 class SearchOptions:
     explain: bool = False
     group_by_file: bool = False
+    quote: bool = False
 
 
 def parse_search_options(extra: dict[str, Any] | None) -> SearchOptions:
