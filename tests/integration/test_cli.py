@@ -106,6 +106,8 @@ def test_ask_prints_an_answer_with_its_sources(rag_server, first_ingest):
     answer, sources = out.split("\nSources (")
     assert "venv" in answer
     assert "venv.rst" in sources.splitlines()[1], out
+    quote = sources.splitlines()[2].strip()  # the source's best sentence, quoted under it
+    assert quote.startswith('"') and {"virtual", "environments", "venv", "module"} & set(quote.lower().split()), out
     agent = cli(rag_server, "ask", "--store", "cli-docs", "How do I follow the log output of a container?").stdout
     assert "logs.md" in agent.split("\nSources (")[1].splitlines()[1], agent
 

@@ -196,9 +196,10 @@ def test_kill_9_of_a_replica_mid_batch_is_resumed_once_by_the_other(cluster):
     log_offset = cluster.replicas[0].log_size()
     batch = b.vector_stores.file_batches.create(store.id, file_ids=list(files))
     deadline = time.monotonic() + DEADLINE_S
-    while (progress := a.vector_stores.file_batches.retrieve(batch.id, vector_store_id=store.id)).file_counts.completed < (
-        KILL_AFTER_COMPLETED
-    ):
+    while True:
+        progress = a.vector_stores.file_batches.retrieve(batch.id, vector_store_id=store.id)
+        if progress.file_counts.completed >= KILL_AFTER_COMPLETED:
+            break
         assert time.monotonic() < deadline and progress.status == "in_progress", progress
         time.sleep(0.3)
     cluster.kill_replica(1)

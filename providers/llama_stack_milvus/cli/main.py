@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 def _print_sources(sources: list[Source]) -> None:
     for rank, source in enumerate(sources, 1):
         print(f"[{rank}] {source.score:.3f}  {source.title}  ({source.source})")
+        if source.quote:
+            print(textwrap.indent(f'"{textwrap.shorten(source.quote, 300)}"', "    "))
 
 
 def _print_answer(answer: Answer, seconds: float) -> None:

@@ -15,6 +15,7 @@ class Source:
     source: str
     title: str
     text: str
+    quote: str | None = None  # the chunk's sentence that best supports the question (search's `quote: true`)
 
 
 @dataclass
@@ -37,18 +38,21 @@ def pick_model(client: LlamaStackClient, requested: str | None) -> str:
 def _source(hit: Any) -> Source:
     attributes = hit.attributes or {}
     text = " ".join(part.text for part in hit.content) if hasattr(hit, "content") else (hit.text or "")
+    # Only a vector-store search result carries a quote (file_search results through the Responses API do not).
+    evidence = (hit.content[0].to_dict().get("metadata") or {}) if getattr(hit, "content", None) else {}
     return Source(
         score=float(hit.score or 0.0),
         # file_search results carry the file id as `filename` (Llama Stack 0.7.3); the attributes have the name.
         source=str(attributes.get("source") or attributes.get("filename") or hit.filename),
         title=str(attributes.get("title") or attributes.get("filename") or hit.filename),
         text=text,
+        quote=(evidence.get("quote") or {}).get("text"),
     )
 
 
 def search(client: LlamaStackClient, store_id: str, query: str, top_k: int, mode: str = "vector") -> list[Source]:
     results = client.vector_stores.search(
-        vector_store_id=store_id, query=query, max_num_results=top_k, search_mode=mode
+        vector_store_id=store_id, query=query, max_num_results=top_k, search_mode=mode, extra_body={"quote": True}
     )
     return [_source(hit) for hit in results.data]
 

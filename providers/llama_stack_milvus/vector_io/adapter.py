@@ -3,11 +3,14 @@ Llama Stack's OpenAI vector-store mixin (openai_store.py, which lists every depa
 
 Departures of this module: registrations are written to the kvstore and reloaded, so stores survive a restart (the
 built-in provider lost them); chunk-level errors are 400s for bad input and 503s naming Milvus, never empty 200s;
-the kvstore is made safe for concurrent requests (kvstore.py).
+the kvstore is made safe for concurrent requests (kvstore.py); query_chunks handles our search options and ranker
+"neural" around Llama Stack's VectorStoreWithIndex (search_options.py, rerank.py).
 """
 
 import logging
+import math
 
+from llama_stack.providers.utils.inference.prompt_adapter import interleaved_content_as_str
 from llama_stack.providers.utils.memory.vector_store import VectorStoreWithIndex
 from llama_stack_api import (
     DeleteChunksRequest,
@@ -33,6 +36,8 @@ from .filters import parse_filters
 from .index import MilvusIndex
 from .kvstore import open_kvstore
 from .openai_store import MilvusOpenAIVectorStoreMixin
+from .rerank import rerank, rerank_model
+from .search_options import OPTION_NAMES, SEARCH_OPTIONS, ExplainedChunks, parse_search_options
 
 REGISTRATION_PREFIX = "llama_stack_milvus:vector_stores:v1::"
 
@@ -128,12 +133,44 @@ class MilvusVectorIOAdapter(MilvusOpenAIVectorStoreMixin, VectorIO, VectorStores
             await store.insert_chunks(request)
 
     async def query_chunks(self, request: QueryChunksRequest) -> QueryChunksResponse:
+        """Our search options (search_options.py) and ranker "neural" (rerank.py) are handled here, around Llama
+        Stack's VectorStoreWithIndex (which embeds the query and calls the index). The score threshold applies to
+        the final scores (the reranker's, with "neural"); none when the params do not set one."""
         with invalid_request_on_value_error():
-            if request.params and request.params.get("filters") is not None:
-                params = {**request.params, "filters": parse_filters(request.params["filters"])}
-                request = request.model_copy(update={"params": params})
             store = await self._store(request.vector_store_id)
-            return await store.query_chunks(request)
+            params = dict(request.params or {})
+            if params.get("filters") is not None:
+                params["filters"] = parse_filters(params["filters"])
+            options = parse_search_options({name: params.pop(name) for name in OPTION_NAMES if name in params})
+            threshold = params.pop("score_threshold", None)
+            if threshold is not None and not math.isfinite(threshold):
+                raise ValueError("score_threshold must be a finite number")
+            reranker = None
+            if params.get("reranker_type") == "neural":
+                requested = (params.get("reranker_params") or {}).get("model") or params.get("neural_model")
+                reranker = await rerank_model(self.inference_api, requested, self.vector_stores_config)
+                # The candidates come from the distribution's default fusion (hybrid mode).
+                for key in ("reranker_type", "reranker_params", "neural_model", "neural_weights"):
+                    params.pop(key, None)
+            token = SEARCH_OPTIONS.set(options)
+            try:
+                response = await store.query_chunks(
+                    request.model_copy(update={"params": {**params, "score_threshold": None}})
+                )
+            finally:
+                SEARCH_OPTIONS.reset(token)
+        if reranker:
+            query = interleaved_content_as_str(request.query)
+            response = await rerank(self.inference_api, reranker, query, response, params.get("max_num_results"))
+        if threshold is None:
+            return response
+        kept = [i for i, score in enumerate(response.scores) if score >= threshold]
+        if len(kept) == len(response.scores):
+            return response
+        picked = {"chunks": [response.chunks[i] for i in kept], "scores": [response.scores[i] for i in kept]}
+        if isinstance(response, ExplainedChunks):
+            return ExplainedChunks(**picked, explanations=[response.explanations[i] for i in kept])
+        return QueryChunksResponse(**picked)
 
     async def delete_chunks(self, request: DeleteChunksRequest) -> None:
         with invalid_request_on_value_error():

@@ -7,7 +7,8 @@ can hold thousands of stores and no search crosses stores.
 """
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from llama_stack.providers.utils.memory.vector_store import RERANKER_TYPE_WEIGHTED, EmbeddingIndex
@@ -18,6 +19,7 @@ from pymilvus.exceptions import MilvusException
 from ..errors import MilvusBackendError, MilvusFeatureUnsupportedError
 from .backend import MilvusBackend
 from .config import MilvusCommonConfig
+from .explain import explanation, leg_positions
 from .filters import Filter, string_literal, to_expression
 from .fusion import Hits, reciprocal_rank_fusion, weighted_fusion
 from .schema import (
@@ -41,6 +43,11 @@ from .schema import (
     upsert_rows,
     uses_hnsw,
 )
+from .search_options import ExplainedChunks, current_search_options
+
+# Milvus' largest search limit (topk), and how much deeper each round of a group_by_file search looks.
+MAX_SEARCH_LIMIT = 16384
+GROUP_DEEPENING = 4
 
 
 class MilvusIndex(EmbeddingIndex):
@@ -233,36 +240,109 @@ class MilvusIndex(EmbeddingIndex):
         return _hits(found, abs)
 
     async def query_vector(
-        self, embedding: NDArray, k: int, score_threshold: float, filters: Filter | None = None
+        self, embedding: NDArray, k: int, score_threshold: float | None, filters: Filter | None = None
     ) -> QueryChunksResponse:
-        hits, entities = await self._vector_hits(embedding, k, filters)
-        return _response(hits, entities, score_threshold, self.layout)
+        async def ranked(depth: int) -> _Ranked:
+            hits, entities = await self._vector_hits(embedding, depth, filters)
+            return _Ranked(hits, entities, len(hits) < depth, depth, vector=hits)
+
+        return self._response("vector", await self._deepening(ranked, k), k, score_threshold)
 
     async def query_keyword(
-        self, query_string: str, k: int, score_threshold: float, filters: Filter | None = None
+        self, query_string: str, k: int, score_threshold: float | None, filters: Filter | None = None
     ) -> QueryChunksResponse:
-        hits, entities = await self._keyword_hits(query_string, k, filters)
-        return _response(hits, entities, score_threshold, self.layout)
+        async def ranked(depth: int) -> _Ranked:
+            hits, entities = await self._keyword_hits(query_string, depth, filters)
+            return _Ranked(hits, entities, len(hits) < depth, depth, keyword=hits)
+
+        return self._response("keyword", await self._deepening(ranked, k), k, score_threshold)
 
     async def query_hybrid(
         self,
         embedding: NDArray,
         query_string: str,
         k: int,
-        score_threshold: float,
+        score_threshold: float | None,
         reranker_type: str,
         reranker_params: dict[str, Any] | None = None,
         filters: Filter | None = None,
     ) -> QueryChunksResponse:
         reranker_params = reranker_params or {}
-        (vector_hits, vector_entities), (keyword_hits, keyword_entities) = await asyncio.gather(
-            self._vector_hits(embedding, k, filters), self._keyword_hits(query_string, k, filters)
-        )
-        if reranker_type == RERANKER_TYPE_WEIGHTED:
-            fused = weighted_fusion(vector_hits, keyword_hits, float(reranker_params.get("alpha", 0.5)))
-        else:
-            fused = reciprocal_rank_fusion(vector_hits, keyword_hits, float(reranker_params.get("impact_factor", 60)))
-        return _response(fused[:k], {**keyword_entities, **vector_entities}, score_threshold, self.layout)
+        weighted = reranker_type == RERANKER_TYPE_WEIGHTED
+        alpha = float(reranker_params.get("alpha", 0.5))
+        rrf_k = float(reranker_params.get("impact_factor", 60))
+
+        async def ranked(depth: int) -> _Ranked:
+            (vector_hits, vector_entities), (keyword_hits, keyword_entities) = await asyncio.gather(
+                self._vector_hits(embedding, depth, filters), self._keyword_hits(query_string, depth, filters)
+            )
+            if weighted:
+                fused = weighted_fusion(vector_hits, keyword_hits, alpha)
+                best_keyword = max((score for _, score in keyword_hits), default=0.0)
+                fusion = {"ranker": "weighted", "alpha": alpha, "bm25_max": best_keyword}
+            else:
+                fused = reciprocal_rank_fusion(vector_hits, keyword_hits, rrf_k)
+                fusion = {"ranker": "rrf", "k": rrf_k}
+            exhausted = len(vector_hits) < depth and len(keyword_hits) < depth
+            entities = {**keyword_entities, **vector_entities}
+            return _Ranked(fused, entities, exhausted, depth, vector_hits, keyword_hits, fusion)
+
+        return self._response("hybrid", await self._deepening(ranked, k), k, score_threshold)
+
+    async def _deepening(self, ranked: Callable[[int], Awaitable["_Ranked"]], k: int) -> "_Ranked":
+        """The ranked hits of a search of depth k; with group_by_file, the best hit of each file, searched deeper
+        until k files are found or the store has no more. Milvus' grouping search would do this in one call, but it
+        groups only on a schema field, and a chunk's file id is a dynamic-field key (Milvus Lite 2.5 and 3.x answer
+        "not found in schema"; Milvus 2.3 has no grouping search)."""
+        depth = k
+        while True:
+            result = await ranked(depth)
+            if not current_search_options().group_by_file:
+                return result
+            result.hits = _best_of_each_file(result.hits, result.entities, self.layout)
+            if len(result.hits) >= k or result.exhausted or depth >= MAX_SEARCH_LIMIT:
+                return result
+            depth = min(depth * GROUP_DEEPENING, MAX_SEARCH_LIMIT)
+
+    def _response(self, mode: str, result: "_Ranked", k: int, score_threshold: float | None) -> QueryChunksResponse:
+        kept = [
+            (row_id, score) for row_id, score in result.hits[:k] if score_threshold is None or score >= score_threshold
+        ]
+        chunks = [row_to_chunk(result.entities[row_id], self.layout) for row_id, _ in kept]
+        scores = [score for _, score in kept]
+        if not current_search_options().explain:
+            return QueryChunksResponse(chunks=chunks, scores=scores)
+        vector = leg_positions(result.vector) if result.vector is not None else None
+        keyword = leg_positions(result.keyword) if result.keyword is not None else None
+        explanations = [
+            explanation(mode, row_id, score, result.depth, vector, keyword, result.fusion) for row_id, score in kept
+        ]
+        return ExplainedChunks(chunks=chunks, scores=scores, explanations=explanations)
+
+
+@dataclass
+class _Ranked:
+    """One search's final ranking (hits, best first) with the legs and the fusion that produced it."""
+
+    hits: Hits
+    entities: dict[str, dict]
+    exhausted: bool  # no leg had more hits to give
+    depth: int
+    vector: Hits | None = None
+    keyword: Hits | None = None
+    fusion: dict[str, Any] | None = None
+
+
+def _best_of_each_file(hits: Hits, entities: dict[str, dict], layout: AttributeLayout) -> Hits:
+    """The first (best) hit of each file; a chunk with no file (inserted through insert_chunks) is its own group."""
+    seen: set[str] = set()
+    best: Hits = []
+    for row_id, score in hits:
+        file_id = layout.read(entities[row_id]).get("document_id") or row_id
+        if file_id not in seen:
+            seen.add(file_id)
+            best.append((row_id, score))
+    return best
 
 
 def _released(error: MilvusBackendError) -> bool:
@@ -276,13 +356,3 @@ def _hits(found: list[dict], score_of) -> tuple[Hits, dict[str, dict]]:
     return [(hit["entity"][ROW_ID], score_of(float(hit["distance"]))) for hit in found], {
         hit["entity"][ROW_ID]: hit["entity"] for hit in found
     }
-
-
-def _response(
-    hits: Hits, entities: dict[str, dict], score_threshold: float, layout: AttributeLayout
-) -> QueryChunksResponse:
-    # A threshold of 0 (the API default) means none: unrelated chunks can have a negative cosine.
-    kept = [(row_id, score) for row_id, score in hits if score_threshold <= 0 or score >= score_threshold]
-    return QueryChunksResponse(
-        chunks=[row_to_chunk(entities[row_id], layout) for row_id, _ in kept], scores=[score for _, score in kept]
-    )

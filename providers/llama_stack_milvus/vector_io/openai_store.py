@@ -9,7 +9,16 @@ File contents
   and reads them back in key order 0, 1, 10, 100, ...); files stored the mixin's way still load.
 Search
 - input is validated first (every mistake a 400 naming the field; filters parsed once, see filters.py), and
-  errors propagate (the mixin turns every exception into an empty 200).
+  errors propagate (the mixin turns every exception into an empty 200);
+- a score_threshold the request sets holds for every score, negative cosines included (the mixin passes the API's
+  default 0.0 along as if sent, and our index used to read any threshold <= 0 as none);
+- ranker "neural" is checked before the search (no model, an unknown one, one that is not a rerank model: a 400) and
+  a failing reranker is a 503 (the mixin's path returns the unreranked list), see rerank.py; its candidates are
+  over-fetched like hybrid's;
+- extra body fields `explain` and `group_by_file` (search_options.py; the request model is made to keep extra
+  fields, an unknown one is a 400); explanations go in each hit's content[0].metadata["explanation"] (explain.py);
+- extra body field `quote`: the chunk's best supporting sentence with its offsets, in content[0].metadata["quote"]
+  (quote.py).
 Attach
 - one attach of a file to a store at a time (concurrent attaches of one file each did the work and listed it twice);
 - unknown and oversized files are refused before any work; a failed file keeps a last_error that says why;
@@ -87,6 +96,8 @@ from ..errors import (
 from . import request_context
 from .filters import parse_filters
 from .leases import Leases
+from .quote import best_quote
+from .search_options import OPTION_NAMES, ExplainedChunks, accept_extra_search_fields, parse_search_options
 from .store_records import (
     DERIVED_FIELDS,
     FILE_STATUSES,
@@ -736,18 +747,26 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         response = await self.query_chunks(
             QueryChunksRequest(vector_store_id=vector_store_id, query=query, params=params)
         )
-        data = [
-            VectorStoreSearchResponse(
-                file_id=chunk.metadata.get("document_id", ""),
-                filename=chunk.metadata.get("filename", ""),
-                score=score,
-                attributes=chunk.metadata,
-                content=self._chunk_to_vector_store_content(chunk),
+        explanations = response.explanations if isinstance(response, ExplainedChunks) else None
+        data = []
+        for position, (chunk, score) in enumerate(zip(response.chunks, response.scores, strict=True)):
+            content = self._chunk_to_vector_store_content(chunk)
+            if content and (explanations is not None or params.get("quote")):
+                explained = explanations[position] if explanations is not None else None
+                content[0].metadata = self._hit_evidence(content[0].text, query, explained, bool(params.get("quote")))
+            data.append(
+                VectorStoreSearchResponse(
+                    file_id=chunk.metadata.get("document_id", ""),
+                    filename=chunk.metadata.get("filename", ""),
+                    score=score,
+                    attributes=chunk.metadata,
+                    content=content,
+                )
             )
-            for chunk, score in zip(response.chunks, response.scores, strict=True)
-        ][: params["max_num_results"]]
         search_query = request.query if isinstance(request.query, list) else [request.query]
-        return VectorStoreSearchResponsePage(search_query=search_query, data=data, has_more=False, next_page=None)
+        return VectorStoreSearchResponsePage(
+            search_query=search_query, data=data[: params["max_num_results"]], has_more=False, next_page=None
+        )
 
     def _search_params(self, request: OpenAISearchVectorStoreRequest, query: str) -> dict[str, Any]:
         """Validates a search request up front so that every mistake is a 400 naming the field."""
@@ -760,22 +779,44 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         if not 1 <= max_num_results <= MAX_NUM_RESULTS:
             raise ValueError(f"max_num_results must be between 1 and {MAX_NUM_RESULTS}; got {max_num_results}")
         ranking = request.ranking_options
-        threshold = ranking.score_threshold if ranking and ranking.score_threshold is not None else 0.0
-        if not math.isfinite(threshold):
-            raise ValueError("ranking_options.score_threshold must be a finite number")
         if ranking and ranking.ranker is not None and ranking.ranker not in RANKERS:
             raise ValueError(f"ranking_options.ranker must be one of {', '.join(RANKERS)}; got {ranking.ranker!r}")
+        # Over-fetch for hybrid, where the fusion profits from deeper lists, and for a reranker, which can only
+        # promote what it is given. A vector or keyword search ranks the same candidates whatever its limit (HNSW's
+        # ef is fixed at >= 256), so a deeper fetch only costs.
+        deeper = mode == "hybrid" or (ranking is not None and ranking.ranker == "neural")
+        multiplier = self.vector_stores_config.chunk_retrieval_params.chunk_multiplier if deeper else 1
         params: dict[str, Any] = {
             "mode": mode,
             "max_num_results": max_num_results,
-            # Over-fetch only for hybrid, where the fusion profits from deeper lists. A vector or keyword search ranks
-            # the same candidates whatever its limit (HNSW's ef is fixed at >= 256), so a deeper fetch only costs.
-            "max_chunks": max_num_results
-            * (self.vector_stores_config.chunk_retrieval_params.chunk_multiplier if mode == "hybrid" else 1),
-            "score_threshold": threshold,
+            "max_chunks": max_num_results * multiplier,
         }
+        # A threshold the request sets holds for every score, negative cosines included. The API's default of 0.0
+        # (one that was not sent) is no threshold: unrelated chunks can have a negative cosine.
+        if ranking and "score_threshold" in ranking.model_fields_set and ranking.score_threshold is not None:
+            if not math.isfinite(ranking.score_threshold):
+                raise ValueError("ranking_options.score_threshold must be a finite number")
+            params["score_threshold"] = ranking.score_threshold
         filters = parse_filters(request.filters)
         if filters is not None:
             params["filters"] = filters
+        options = parse_search_options(request.model_extra)
+        params.update({name: True for name in OPTION_NAMES if getattr(options, name)})
         params.update(self._build_reranker_params(ranking, self.vector_stores_config))
         return params
+
+    @staticmethod
+    def _hit_evidence(text: str, query: str, explained: dict[str, Any] | None, quote: bool) -> dict[str, Any]:
+        """A hit's content[0].metadata: its explanation (explain: true) and its quote (quote: true; null when no
+        sentence of the chunk shares a word with the query)."""
+        evidence: dict[str, Any] = {}
+        if explained is not None:
+            evidence["explanation"] = explained
+        if quote:
+            span = best_quote(text, query)
+            evidence["quote"] = {"text": text[span[0] : span[1]], "start": span[0], "end": span[1]} if span else None
+        return evidence
+
+
+# Before the server builds its routes from the request models (see search_options.py).
+accept_extra_search_fields()
