@@ -263,7 +263,7 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         with invalid_request_on_value_error():
             validate_expires_after(request.expires_after)
         await self._refresh_store(vector_store_id)
-        return await super().openai_update_vector_store(vector_store_id, request)
+        return await self._as_stored(await super().openai_update_vector_store(vector_store_id, request))
 
     async def openai_delete_vector_store(self, vector_store_id: str):
         await self._refresh_store(vector_store_id, files=False)
@@ -477,9 +477,15 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             params = params.model_copy(update={"chunking_strategy": self._default_chunking()})
         recording = RECORD_REFUSED_FILES.set(True)  # the store is made even if some of its file_ids are bad
         try:
-            return await super().openai_create_vector_store(params)
+            created = await super().openai_create_vector_store(params)
         finally:
             RECORD_REFUSED_FILES.reset(recording)
+        return await self._as_stored(created)
+
+    async def _as_stored(self, answer: VectorStoreObject) -> VectorStoreObject:
+        """The store as a later retrieve shows it (the mixin answers from its own copy: no expires_at, no usage)."""
+        stored = await self._refresh_store(answer.id)
+        return VectorStoreObject(**stored) if stored is not None else answer
 
     # ----------------------------------------------------------------------------------- file contents
 
