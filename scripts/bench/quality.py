@@ -1,19 +1,23 @@
 """Retrieval quality through the stack's search API: nDCG@10, Recall@10, MRR@10 on a BEIR-format set.
 
-    .venv/bin/python scripts/bench/quality.py [--data DIR] [--builtin]
+    .venv/bin/python scripts/bench/quality.py [--dataset pyfaq|debfaq|both | --data DIR] [--builtin]
 
---data is any BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv); the default is ../shared/data/pyfaq
-(rebuild it with scripts/bench/build_pyfaq.py). The corpus is embedded once with all-MiniLM-L6-v2 (cached as .npy
-under ~/.cache/llama-stack-milvus/bench, keyed by a hash of the corpus file), then:
-- baselines in-process on the same embeddings: brute-force numpy cosine, BM25 (bm25s, Snowball stemming and
-  English stop words), and plain reciprocal-rank fusion of the two (k=60);
+Runs on both of our sets by default, one after the other: pyfaq (../shared/data/pyfaq, rebuilt by
+scripts/bench/build_pyfaq.py) and debfaq (../shared/data/debfaq, or else where scripts/bench/build_debfaq.py writes
+by default). --data is any other BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv). Each corpus is
+embedded once per model (all-MiniLM-L6-v2 in torch fp32 and as our int8 ONNX export; cached as .npy under
+~/.cache/llama-stack-milvus/bench, keyed by a hash of the corpus file), then:
+- baselines in-process: brute-force numpy cosine with each model (the reference for every difference printed is
+  the fp32 torch one), and on the --embedder's vectors BM25 (bm25s, Snowball stemming and English stop words)
+  and plain reciprocal-rank fusion of the two (k=60);
 - the milvus-embedded distribution is started (`llama stack run`, a fresh data dir), one vector store is
   created, the passages are inserted as chunks WITH their embeddings through `vector_io.insert`, and every
-  query goes through `vector_stores.search` (max_num_results=10) in vector, keyword, hybrid rrf (several k)
-  and hybrid weighted (several alpha) modes;
+  query goes through `vector_stores.search` (max_num_results=10) in vector, keyword, hybrid with no ranking
+  options (what a client gets by default), hybrid rrf (several k) and hybrid weighted (several alpha) modes;
 - with --builtin, the same against Llama Stack's BUILT-IN inline::milvus provider (the same run.yaml without
   `module: llama_stack_milvus`). A mode that fails there is recorded with its error text, not a number.
-Prints a table (with the difference to brute force) and writes results/quality_<set>.json and .png.
+Prints a table per set (with the difference to fp32 brute force), writes results/quality_<set>.json and .png, and
+ends with one markdown table of every mode on every set, the defaults marked.
 """
 
 import argparse
@@ -32,7 +36,11 @@ import _common as common
 import numpy as np
 
 K = 10
-DEFAULT_DATA = common.ROOT.parent / "shared" / "data" / "pyfaq"
+# The sets and where they are looked for: the project's shared data, then the builder's default output.
+DATASETS = ("pyfaq", "debfaq")
+REFERENCE = "brute-force cosine (torch fp32)"
+# Modes a client gets without asking: search_mode defaults to vector; hybrid's default ranker is weighted.
+DEFAULT_MARKS = {"vector": "default search_mode", "hybrid default": "default hybrid, recommended"}
 RESULTS = Path(__file__).resolve().parent / "results"
 RRF_KS = (10, 30, 60)
 ALPHAS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
@@ -108,8 +116,19 @@ def rrf(lists: list[list[str]], k: float) -> list[str]:
 # ------------------------------------------------------------------------------------------- through the stack
 
 
+def dataset_folder(name: str) -> Path:
+    for folder in (common.ROOT.parent / "shared" / "data" / name, common.cache_root() / "data" / name):
+        if (folder / "corpus.jsonl").exists():
+            return folder
+    raise SystemExit(f"no {name} set: build it with scripts/bench/build_{name}.py (see its docstring)")
+
+
 def stack_configs() -> list[tuple[str, dict]]:
-    configs = [("vector", {"search_mode": "vector"}), ("keyword", {"search_mode": "keyword"})]
+    configs = [
+        ("vector", {"search_mode": "vector"}),
+        ("keyword", {"search_mode": "keyword"}),
+        ("hybrid default", {"search_mode": "hybrid"}),
+    ]
     for k in RRF_KS:
         configs.append(
             (f"hybrid rrf k={k}", {"search_mode": "hybrid", "ranking_options": {"ranker": "rrf", "impact_factor": k}})
@@ -222,8 +241,8 @@ def run_stack(
 
 
 def table(results: dict) -> str:
-    brute = results["baselines"]["brute-force cosine"]["ndcg@10"]
-    rows = [("system", "mode", "nDCG@10", "Recall@10", "MRR@10", "dNDCG", "ms/q")]
+    brute = results["baselines"][REFERENCE]["ndcg@10"]
+    rows = [("system", "mode", "nDCG@10", "Recall@10", "MRR@10", "vs fp32", "ms/q")]
     for name, entry in results["baselines"].items():
         rows.append(("baseline", name, *fmt(entry, brute), "-"))
     for system in ("ours", "builtin"):
@@ -281,8 +300,8 @@ def plot(results: dict, path: Path) -> None:
     ax.barh(y, values, color=colors)
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
-    brute = results["baselines"]["brute-force cosine"]["ndcg@10"]
-    ax.axvline(brute, color="black", linestyle="--", linewidth=1, label=f"brute-force cosine {brute:.4f}")
+    brute = results["baselines"][REFERENCE]["ndcg@10"]
+    ax.axvline(brute, color="black", linestyle="--", linewidth=1, label=f"{REFERENCE} {brute:.4f}")
     for yi, v in zip(y, values, strict=True):
         ax.text(v + 0.003, yi, f"{v:.3f}", va="center", fontsize=7)
     ax.set_xlabel("nDCG@10")
@@ -309,46 +328,10 @@ def versions() -> dict[str, str]:
     return found
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=DEFAULT_DATA if DEFAULT_DATA.exists() else None,
-        help=f"a BEIR-format folder (default {DEFAULT_DATA})",
-    )
-    parser.add_argument("--builtin", action="store_true", help="also run Llama Stack's built-in milvus provider")
-    parser.add_argument("--no-ours", action="store_true", help="skip our provider (with --builtin: only the built-in)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and PNG go")
-    parser.add_argument("--batch", type=int, default=INSERT_BATCH, help="chunks per vector_io.insert request")
-    parser.add_argument("--cache", type=Path, help="embedding cache folder (default ~/.cache/llama-stack-milvus/bench)")
-    parser.add_argument(
-        "--fields",
-        choices=("title+text", "text"),
-        default="title+text",
-        help="what a passage is made of (default: title, a space, then the text)",
-    )
-    parser.add_argument(
-        "--embedder",
-        choices=sorted(common.STACK_MODEL_IDS),
-        default="onnx",
-        help="the embedding model of our stores and the brute-force baseline (the built-in always uses torch)",
-    )
-    parser.add_argument("--queries", type=int, help="only the first N judged queries (a quick smoke run)")
-    parser.add_argument("--only", help="only the stack modes whose name contains this (e.g. 'vector', 'weighted')")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an extra key in our provider's config for this run (e.g. hnsw_ef_search=512); repeatable",
-    )
-    args = parser.parse_args()
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    if args.data is None:
-        parser.error("--data is required (no ../shared/data/pyfaq next to the repo)")
+def evaluate(folder: Path, args, settings: dict[str, str]) -> dict:
+    """Every baseline and every mode of ours (and the built-in's with --builtin) on one BEIR set."""
     began = time.perf_counter()
-    data = common.load_beir(args.data)
+    data = common.load_beir(folder)
     doc_ids = data.doc_ids
     doc_texts = [passage_text(data.corpus[d], args.fields) for d in doc_ids]
     if args.queries:
@@ -357,13 +340,13 @@ def main() -> None:
     query_ids = list(data.queries)
     query_texts = [data.queries[q] for q in query_ids]
     print(
-        f"{args.data}: {len(doc_ids)} passages, {len(query_ids)} judged queries, "
+        f"{folder}: {len(doc_ids)} passages, {len(query_ids)} judged queries, "
         f"{sum(map(len, data.qrels.values()))} judgments",
         file=sys.stderr,
     )
 
-    corpus_key = common.file_digest(args.data / "corpus.jsonl")
-    query_key = common.file_digest(args.data / "queries.jsonl")
+    corpus_key = common.file_digest(folder / "corpus.jsonl")
+    query_key = common.file_digest(folder / "queries.jsonl")
 
     def vectors(embedder: str) -> tuple[np.ndarray, np.ndarray]:
         return (
@@ -373,16 +356,19 @@ def main() -> None:
             ),
         )
 
-    doc_vectors, query_vectors = vectors(args.embedder)
-
     depth = min(max(BASELINE_DEPTHS), len(doc_ids))
-    dense = dense_rankings(query_ids, query_vectors, doc_ids, doc_vectors, depth)
+    dense_by_model = {}
+    for embedder in ("torch", "onnx"):
+        model_doc_vectors, model_query_vectors = vectors(embedder)
+        dense_by_model[embedder] = dense_rankings(query_ids, model_query_vectors, doc_ids, model_doc_vectors, depth)
+    dense = dense_by_model[args.embedder]
     bm25 = bm25_rankings(query_ids, query_texts, doc_ids, doc_texts, depth)
     results: dict = {
         "data": {
-            "path": str(args.data.resolve()),
-            "name": args.data.resolve().name,
+            "path": str(folder.resolve()),
+            "name": folder.resolve().name,
             "passages": len(doc_ids),
+            "median_passage_chars": int(np.median([len(text) for text in doc_texts])),
             "queries": len(query_ids),
             "judgments": sum(map(len, data.qrels.values())),
             "corpus_sha256_16": corpus_key,
@@ -391,7 +377,8 @@ def main() -> None:
         "embedder": common.STACK_MODEL_IDS[args.embedder],
         "k": K,
         "baselines": {
-            "brute-force cosine": metrics(dense, data.qrels),
+            REFERENCE: metrics(dense_by_model["torch"], data.qrels),
+            "brute-force cosine (int8 ONNX)": metrics(dense_by_model["onnx"], data.qrels),
             "BM25 (bm25s)": metrics(bm25, data.qrels),
             **{
                 f"RRF(BM25, dense) k={BASELINE_RRF_K} top{n}": metrics(
@@ -403,9 +390,9 @@ def main() -> None:
         "versions": versions(),
     }
     for name, entry in results["baselines"].items():
-        print(f"[baseline] {name:24} nDCG@10 {entry['ndcg@10']:.4f}", file=sys.stderr)
+        print(f"[baseline] {name:32} nDCG@10 {entry['ndcg@10']:.4f}", file=sys.stderr)
 
-    settings = dict(item.split("=", 1) for item in args.set)
+    doc_vectors = vectors(args.embedder)[0]
     with tempfile.TemporaryDirectory(prefix="quality-yaml-") as tmp:
         ours_yaml = common.run_yaml_with_settings(Path(tmp) / "ours.yaml", settings, args.embedder)
         systems = [] if args.no_ours else [("ours", ours_yaml, args.embedder)]
@@ -422,19 +409,93 @@ def main() -> None:
             except Exception as error:  # noqa: BLE001 - a provider that cannot even ingest is a result too
                 results[label] = {"error": error_text(error), "configs": {}}
                 print(f"[{label}] FAILED: {error_text(error)}", file=sys.stderr)
-
     results["total_s"] = round(time.perf_counter() - began, 1)
-    stem = (
-        f"quality_{results['data']['name']}"
-        + ("" if args.embedder == "onnx" else f"_{args.embedder}")
-        + "".join("_" + re.sub(r"[^A-Za-z0-9.]+", "-", f"{key}-{value}") for key, value in settings.items())
+    return results
+
+
+def summary(all_results: list[dict]) -> str:
+    """One markdown table: nDCG@10 of every mode on every set, and its difference to fp32 brute force."""
+    names = [r["data"]["name"] for r in all_results]
+    header = "| mode | " + " | ".join(f"{n} nDCG@10 | {n} vs fp32 dense" for n in names) + " |"
+    lines = [header, "| --- |" + " ---: | ---: |" * len(names)]
+    rows: dict[str, list[str]] = {}
+    for index, results in enumerate(all_results):
+        reference = results["baselines"][REFERENCE]["ndcg@10"]
+        entries = [(f"baseline: {name}", entry) for name, entry in results["baselines"].items()]
+        for system in ("ours", "builtin"):
+            entries += [
+                (
+                    f"{system} ({results['embedder']}): {name}"
+                    + (f" **({DEFAULT_MARKS[name]})**" if name in DEFAULT_MARKS and system == "ours" else ""),
+                    entry,
+                )
+                for name, entry in results.get(system, {}).get("configs", {}).items()
+            ]
+        for label, entry in entries:
+            cells = rows.setdefault(label, ["", ""] * len(names))
+            if "ndcg@10" in entry:
+                cells[2 * index : 2 * index + 2] = [f"{entry['ndcg@10']:.4f}", f"{entry['ndcg@10'] - reference:+.4f}"]
+            else:
+                cells[2 * index] = "ERROR"
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--dataset", choices=(*DATASETS, "both"), default="both", help="which of our sets (default: both)"
     )
-    if args.only or args.queries:
-        stem += "_partial"
-    common.save_results(results, args.out, stem, plot, table)
-    for label in ("ours", "builtin"):
-        if results.get(label, {}).get("error"):
-            print(f"{label}: FAILED before searching: {results[label]['error']}")
+    parser.add_argument("--data", type=Path, help="any other BEIR-format folder (instead of --dataset)")
+    parser.add_argument("--builtin", action="store_true", help="also run Llama Stack's built-in milvus provider")
+    parser.add_argument("--no-ours", action="store_true", help="skip our provider (with --builtin: only the built-in)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and PNG go")
+    parser.add_argument("--batch", type=int, default=INSERT_BATCH, help="chunks per vector_io.insert request")
+    parser.add_argument("--cache", type=Path, help="embedding cache folder (default ~/.cache/llama-stack-milvus/bench)")
+    parser.add_argument(
+        "--fields",
+        choices=("title+text", "text"),
+        default="title+text",
+        help="what a passage is made of (default: title, a space, then the text)",
+    )
+    parser.add_argument(
+        "--embedder",
+        choices=sorted(common.STACK_MODEL_IDS),
+        default="onnx",
+        help="the embedding model of our stores (the built-in always uses torch)",
+    )
+    parser.add_argument("--queries", type=int, help="only the first N judged queries (a quick smoke run)")
+    parser.add_argument("--only", help="only the stack modes whose name contains this (e.g. 'vector', 'weighted')")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra key in our provider's config for this run (e.g. hnsw_ef_search=512); repeatable",
+    )
+    args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.data:
+        folders = [args.data]
+    else:
+        folders = [dataset_folder(name) for name in (DATASETS if args.dataset == "both" else (args.dataset,))]
+    settings = dict(item.split("=", 1) for item in args.set)
+    all_results = []
+    for folder in folders:
+        results = evaluate(folder, args, settings)
+        stem = (
+            f"quality_{results['data']['name']}"
+            + ("" if args.embedder == "onnx" else f"_{args.embedder}")
+            + "".join("_" + re.sub(r"[^A-Za-z0-9.]+", "-", f"{key}-{value}") for key, value in settings.items())
+        )
+        if args.only or args.queries:
+            stem += "_partial"
+        common.save_results(results, args.out, stem, plot, table)
+        for label in ("ours", "builtin"):
+            if results.get(label, {}).get("error"):
+                print(f"{label}: FAILED before searching: {results[label]['error']}")
+        all_results.append(results)
+    print(summary(all_results))
 
 
 if __name__ == "__main__":
