@@ -1,18 +1,13 @@
 """Fixtures that run a real `llama stack run` server from a distribution (milvus-embedded by default) on a free port."""
 
-import contextlib
 import json
-import os
-import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from llama_stack_milvus_devtools import milvus, processes
-from llama_stack_milvus_devtools.postgres import PostgresServer
+from llama_stack_milvus_devtools import milvus
 from llama_stack_milvus_devtools.stack import EMBEDDED_RUN_YAML, StackServer, offline_env
 
 if TYPE_CHECKING:
@@ -118,32 +113,3 @@ def llama_cpp() -> Iterator["LlamaCppServer"]:
 def rag_server(make_server) -> StackServer:
     """One milvus-embedded server (with its own local LLM) shared by the local-LLM, CLI and seed 1 tests."""
     return make_server("rag")
-
-
-# ------------------------------------------------------------------------------------ a real PostgreSQL
-
-
-def kill_postgres_entirely(server: PostgresServer) -> None:
-    """kill -9 of every process of a running PostgresServer, its backends included. PostgresServer.kill() signals
-    the postmaster's process group, but each backend makes itself a group leader (setsid) and lingers until it
-    notices the postmaster is gone: a test that killed PostgreSQL saw one more query answered on an open
-    connection."""
-    admin = server.connect()
-    with admin.cursor() as cursor:
-        cursor.execute("SELECT pid FROM pg_stat_activity")
-        pids = [pid for (pid,) in cursor.fetchall()]
-    admin.close()
-    server.kill()
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while any((stat := processes.proc_stat(pid)) and stat[0] != "Z" for pid in pids):
-        assert time.monotonic() < deadline, f"PostgreSQL backends {pids} survived SIGKILL"
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="session")
-def crash_postgres() -> Callable[[PostgresServer], None]:
-    """crash_postgres(server): kill -9 of every process of a running PostgresServer."""
-    return kill_postgres_entirely

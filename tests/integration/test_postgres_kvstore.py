@@ -188,12 +188,12 @@ async def test_a_call_waiting_on_postgres_leaves_the_event_loop_free(postgres):
     await store.shutdown()
 
 
-async def test_postgres_killed_is_a_bounded_503_and_the_same_store_recovers(postgres, crash_postgres):
+async def test_postgres_killed_is_a_bounded_503_and_the_same_store_recovers(postgres):
     store = await open_store(config(postgres, namespace="registry"))
     await store.set("k", "v")
     await store.get("k")  # connections are open when PostgreSQL dies
 
-    crash_postgres(postgres)
+    postgres.kill()
     try:
         started = time.monotonic()
         with pytest.raises(MetadataStoreUnavailableError) as failure:
@@ -217,10 +217,10 @@ async def test_postgres_killed_is_a_bounded_503_and_the_same_store_recovers(post
     await store.shutdown()
 
 
-async def test_a_call_during_a_short_outage_is_retried_until_postgres_is_back(postgres, crash_postgres):
+async def test_a_call_during_a_short_outage_is_retried_until_postgres_is_back(postgres):
     store = await open_store(config(postgres))
     await store.set("k", "v")
-    crash_postgres(postgres)
+    postgres.kill()
     try:
         pending = asyncio.create_task(store.get("k"))
         await asyncio.sleep(0.3)
@@ -264,7 +264,7 @@ async def test_install_makes_existing_and_new_upstream_stores_ours(postgres, mon
     await upstream_kvstore.shutdown_kvstore_backends()
 
 
-async def test_sql_postgres_outage_answers_503_naming_postgres_and_recovers(postgres, crash_postgres):
+async def test_sql_postgres_outage_answers_503_naming_postgres_and_recovers(postgres):
     """Llama Stack's sql_postgres store (files, responses): a 503 while PostgreSQL is down, then it works again."""
     sql_config = PostgresSqlStoreConfig(
         host=postgres.host, port=postgres.port, db=DATABASE, user=USER, password=postgres.password
@@ -275,7 +275,7 @@ async def test_sql_postgres_outage_answers_503_naming_postgres_and_recovers(post
     await store.insert(table, {"id": "file-1", "name": "a.txt"})
     request = Request({"type": "http", "method": "GET", "path": "/v1/files", "headers": [], "query_string": b""})
 
-    crash_postgres(postgres)
+    postgres.kill()
     try:
         with pytest.raises(Exception) as failure:
             await store.fetch_all(table)
@@ -293,10 +293,10 @@ async def test_sql_postgres_outage_answers_503_naming_postgres_and_recovers(post
     await store.shutdown()
 
 
-async def test_kvstore_outage_through_the_http_handler_is_the_same_503(postgres, monkeypatch, crash_postgres):
+async def test_kvstore_outage_through_the_http_handler_is_the_same_503(postgres, monkeypatch):
     store = await open_store(config(postgres))
     monkeypatch.setattr(postgres_kvstore, "RETRY_FOR_S", 0.5)
-    crash_postgres(postgres)
+    postgres.kill()
     try:
         with pytest.raises(MetadataStoreUnavailableError) as failure:
             await store.set("k", "v")

@@ -51,7 +51,7 @@ def wait_attached(http: httpx.Client, store_id: str, file_id: str) -> dict:
         time.sleep(0.3)
 
 
-def test_postgres_outage_is_503_and_the_stack_recovers(make_server, postgres, postgres_run_yaml, crash_postgres):
+def test_postgres_outage_is_503_and_the_stack_recovers(make_server, postgres, postgres_run_yaml):
     server = make_server("pg-stack", run_yaml=postgres_run_yaml, env=postgres.env())
     http = httpx.Client(base_url=server.base_url, timeout=60)
     upload = {"file": ("gil.txt", io.BytesIO(b"The global interpreter lock lets one thread run Python bytecode."))}
@@ -60,7 +60,7 @@ def test_postgres_outage_is_503_and_the_stack_recovers(make_server, postgres, po
     http.post(f"/v1/vector_stores/{store_id}/files", json={"file_id": file_id})
     assert wait_attached(http, store_id, file_id)["status"] == "completed"
 
-    crash_postgres(postgres)
+    postgres.kill()
     try:
         files = http.get("/v1/files")  # sql_postgres (the files provider's metadata)
         created = http.post("/v1/vector_stores", json={"name": "during"})  # kv_postgres (registry, our records)
