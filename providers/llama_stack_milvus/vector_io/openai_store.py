@@ -165,7 +165,8 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             return None
         self._store_records[vector_store_id] = json.loads(raw)
         cached = self._openai_vector_stores.get(vector_store_id)
-        if files or cached is None:
+        # Derived fields are missing from records loaded at start-up (they are not stored).
+        if files or cached is None or "file_ids" not in cached:
             records = await self._file_records(vector_store_id)
             self._listed_files[vector_store_id] = {record["id"]: record for record in records}
             info.update(derived_membership(records))
