@@ -19,20 +19,33 @@ Search
   fields, an unknown one is a 400); explanations go in each hit's content[0].metadata["explanation"] (explain.py);
 - extra body field `quote`: the chunk's best supporting sentence with its offsets, in content[0].metadata["quote"]
   (quote.py).
+Shared state (several replicas or workers on one kvstore; each used to trust its own copy, loaded at start-up)
+- stores, files and batches are read through to the kvstore on every call: one made through another process is
+  there at once, one deleted elsewhere is a 404 at once;
+- a store's file_ids, file_counts and usage_bytes are derived from its per-file records (store_records.py), never
+  written as a list; the rest of its record is merged by compare-and-set, only what the request changed (the
+  mixin wrote back its whole copy: concurrent attaches and updates through two replicas lost each other's writes);
+- a batch's counts while it runs come from its files' records: the same through every replica;
+- a batch cancelled through another process stops at the running process' next save.
 Attach
-- one attach of a file to a store at a time (concurrent attaches of one file each did the work and listed it twice);
+- one attach (or delete) of a file in a store at a time, in every process: a lease (leases.py) (concurrent
+  attaches of one file each did the work and listed it twice);
 - unknown and oversized files are refused before any work; a failed file keeps a last_error that says why;
 - in a batch or a new store's file_ids, such files become failed files naming the reason (the mixin dropped them
-  silently from a new store, and we used to refuse the whole batch).
+  silently from a new store, and we used to refuse the whole batch);
+- usage_bytes is the UTF-8 size of the text stored (the mixin: always 0).
+Expiry
+- expires_after is validated (a 400 naming the bad part) and enforced: an expired store is gone from reads, lists
+  and searches, and its records and collection are removed; last_active_at moves with use, at most hourly (the
+  mixin stored the policy and never applied it).
 Unknown ids
 - a file or batch id the store does not hold is a 404 naming it (the mixin: a 400, or an empty 200 for contents).
 Crashes and restarts
-- in-progress batches, and attaches cut short by a crash or a shutdown, are resumed once the server serves (the
-  mixin resumed batches in the start-up event loop, whose end cancelled them for good);
+- unfinished batches, and attaches cut short by a crash or a shutdown, are resumed by exactly one process: the one
+  that takes their lease once it has expired (each process sweeps for them every lease period); the mixin resumed
+  every batch in every process, in the start-up event loop, whose end cancelled them for good;
 - batches and resumed attaches run as the request that started them (caller and provider data, see
   request_context.py), never as whichever request the server handled first.
-Concurrency
-- deleting a file cannot race a listing or a concurrent attach.
 (Each was found by a test; tests/integration/test_reliability_*.py reproduce them.)
 """
 
