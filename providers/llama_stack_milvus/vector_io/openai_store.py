@@ -346,14 +346,18 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         for raw in await self.kvstore.values_in_range(prefix, prefix + "\xff"):
             batch_info = json.loads(raw)
             batch_id = batch_info["id"]
-            if batch_info["status"] != "in_progress" or not await self.leases.acquire(f"batch:{batch_id}"):
+            lease = f"batch:{batch_id}"
+            # A lease this process holds is a batch it runs: only another process' expired lease is taken over.
+            if batch_info["status"] != "in_progress" or self.leases.holds(lease):
+                continue
+            if not await self.leases.acquire(lease):
                 continue
             self.openai_file_batches[batch_id] = batch_info
             await self._refresh_store(batch_info["vector_store_id"])
             logger.info("Resuming a file batch", batch_id=batch_id)
             remaining = await self._analyze_batch_completion_on_resume(batch_id, batch_info)
             if batch_info["status"] == "completed" or not remaining:
-                await self.leases.release(f"batch:{batch_id}")
+                await self.leases.release(lease)
                 continue
             task = asyncio.create_task(self._process_file_batch_async(batch_id, batch_info, remaining))
             self._file_batch_tasks[batch_id] = task
