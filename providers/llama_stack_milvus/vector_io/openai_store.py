@@ -149,6 +149,7 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         self._store_records: dict[str, dict[str, Any]] = {}  # each store's record as last read from the kvstore
         self._listed_files: dict[str, dict[str, dict[str, Any]]] = {}  # each store's file records, as last read
         self._handed_over: set[str] = set()  # batches whose lease another process took: no more writes from here
+        self._batch_runners: dict[str, asyncio.Task] = {}  # the task of this process that runs each batch
         self.leases: Leases | None = None
         super().__init__(*args, **kwargs)
 
@@ -348,7 +349,7 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             batch_id = batch_info["id"]
             lease = f"batch:{batch_id}"
             # A lease this process holds is a batch it runs: only another process' expired lease is taken over.
-            if batch_info["status"] != "in_progress" or self.leases.holds(lease):
+            if batch_info["status"] != "in_progress" or self.leases.holds(lease) or batch_id in self._batch_runners:
                 continue
             if not await self.leases.acquire(lease):
                 continue
@@ -366,20 +367,29 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         self, batch_id: str, batch_info: dict[str, Any], file_ids_override: list[str] | None = None
     ) -> None:
         """Runs the batch while holding its lease (another process that finds it unfinished leaves it alone), as the
-        batch's creator (a resumed batch too), recording unknown or oversized files as failed files."""
-        lease = f"batch:{batch_id}"
+        batch's creator (a resumed batch too), recording unknown or oversized files as failed files. One task per
+        batch in this process too: a sweep may find a batch between its creation and its task's start."""
         task = asyncio.current_task()
-        if not await self.leases.acquire(lease, on_lost=lambda: self._hand_over(batch_id, task)):
-            return  # another process took it up between its creation and now
+        runner = self._batch_runners.get(batch_id)
+        if runner is not None and runner is not task and not runner.done():
+            return
+        self._batch_runners[batch_id] = task
+        lease = f"batch:{batch_id}"
         try:
-            with request_context.restore(batch_info.get(REQUEST_CONTEXT_KEY)):
-                recording = RECORD_REFUSED_FILES.set(True)
-                try:
-                    await super()._process_file_batch_async(batch_id, batch_info, file_ids_override)
-                finally:
-                    RECORD_REFUSED_FILES.reset(recording)
+            if not await self.leases.acquire(lease, on_lost=lambda: self._hand_over(batch_id, task)):
+                return  # another process took it up between its creation and now
+            try:
+                with request_context.restore(batch_info.get(REQUEST_CONTEXT_KEY)):
+                    recording = RECORD_REFUSED_FILES.set(True)
+                    try:
+                        await super()._process_file_batch_async(batch_id, batch_info, file_ids_override)
+                    finally:
+                        RECORD_REFUSED_FILES.reset(recording)
+            finally:
+                await self.leases.release(lease)
         finally:
-            await self.leases.release(lease)
+            if self._batch_runners.get(batch_id) is task:
+                del self._batch_runners[batch_id]
 
     def _hand_over(self, batch_id: str, task: asyncio.Task | None) -> None:
         self._handed_over.add(batch_id)
