@@ -127,6 +127,10 @@ ATTACHING_PREFIX = "llama_stack_milvus:attaching:v1::"
 REQUEST_CONTEXT_KEY = "request_context"
 # Set while attaching the files of a batch or of a new store: a file that cannot be attached becomes a failed file.
 RECORD_REFUSED_FILES: contextvars.ContextVar[bool] = contextvars.ContextVar("record_refused_files", default=False)
+# Set while a listing reads its files' records one by one: the records as listed, for a file deleted meanwhile.
+LISTED_FILES: contextvars.ContextVar[dict[str, dict[str, Any]] | None] = contextvars.ContextVar(
+    "listed_files", default=None
+)
 SEARCH_MODES = ("vector", "keyword", "hybrid")
 RANKERS = ("rrf", "weighted", "neural")
 MAX_NUM_RESULTS = 50
@@ -147,7 +151,6 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         self._shutting_down = False
         self._background: set[asyncio.Task] = set()
         self._store_records: dict[str, dict[str, Any]] = {}  # each store's record as last read from the kvstore
-        self._listed_files: dict[str, dict[str, dict[str, Any]]] = {}  # each store's file records, as last read
         self._handed_over: set[str] = set()  # batches whose lease another process took: no more writes from here
         self._batch_runners: dict[str, asyncio.Task] = {}  # the task of this process that runs each batch
         self.leases: Leases | None = None
@@ -174,7 +177,6 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         if info is None:
             self._openai_vector_stores.pop(vector_store_id, None)
             self._store_records.pop(vector_store_id, None)
-            self._listed_files.pop(vector_store_id, None)
             self._forget_store(vector_store_id)
             return None
         self._store_records[vector_store_id] = json.loads(raw)
@@ -182,7 +184,9 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         # Derived fields are missing from records loaded at start-up (they are not stored).
         if files or cached is None or "file_ids" not in cached:
             records = await self._file_records(vector_store_id)
-            self._listed_files[vector_store_id] = {record["id"]: record for record in records}
+            listed = LISTED_FILES.get()
+            if listed is not None:
+                listed.update({record["id"]: record for record in records})
             info.update(derived_membership(records))
         else:
             info.update({field: cached[field] for field in DERIVED_FIELDS})
@@ -543,7 +547,7 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             return json.loads(raw)
         # Deleted by another request after this one read the store's file list: shown as it was then (the mixin's
         # listing failed on it with a 500).
-        listed = self._listed_files.get(store_id, {}).get(file_id)
+        listed = (LISTED_FILES.get() or {}).get(file_id)
         if listed is None:
             raise VectorStoreFileNotFoundError(file_id, store_id)
         return listed
@@ -712,8 +716,12 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         return await super().openai_update_vector_store_file(vector_store_id, file_id, request)
 
     async def openai_list_files_in_vector_store(self, vector_store_id: str, *args: Any, **kwargs: Any):
-        await self._refresh_store(vector_store_id)
-        return await super().openai_list_files_in_vector_store(vector_store_id, *args, **kwargs)
+        listing = LISTED_FILES.set({})  # this request's own copy of the records it lists
+        try:
+            await self._refresh_store(vector_store_id)
+            return await super().openai_list_files_in_vector_store(vector_store_id, *args, **kwargs)
+        finally:
+            LISTED_FILES.reset(listing)
 
     async def openai_create_vector_store_file_batch(self, vector_store_id: str, params: Any):
         await self._refresh_store(vector_store_id, files=False)
