@@ -22,6 +22,12 @@ EMBEDDING_DIMENSION = 384
 DEFAULT_EMBEDDING_PROVIDER = "${env.LLAMA_STACK_MILVUS_EMBEDDING_PROVIDER:=" + ONNX_PROVIDER_ID + "}"
 DEFAULT_EMBEDDING_MODEL = "${env.LLAMA_STACK_MILVUS_EMBEDDING_MODEL:=" + ONNX_MODEL_ID + "}"
 
+# The offline rerank model (inline::rerank): "rerank/minilm-late-interaction" for ranking_options.model. Not the
+# vector_stores.default_reranker_model: it did not beat weighted hybrid on both evaluation sets
+# (docs/performance.md), so ranker "neural" stays opt-in.
+RERANK_PROVIDER_ID = "rerank"
+RERANK_MODEL_ID = "minilm-late-interaction"
+
 LOCAL_LLM_PROVIDER_ID = "llama-cpp"
 LOCAL_LLM_MODEL_ID = "smollm2-135m-instruct"
 
@@ -31,7 +37,7 @@ def state_dir(name: str) -> str:
 
 
 def embedding_providers() -> list[dict[str, Any]]:
-    """The inference providers that embed chunks and queries: the same in every distribution."""
+    """The inference providers that embed chunks and queries and rerank them: the same in every distribution."""
     return [
         {
             "provider_id": ONNX_PROVIDER_ID,
@@ -43,6 +49,12 @@ def embedding_providers() -> list[dict[str, Any]]:
             "provider_id": EMBEDDING_PROVIDER_ID,
             "provider_type": "inline::sentence-transformers",
             "config": {"trust_remote_code": False},
+        },
+        {
+            "provider_id": RERANK_PROVIDER_ID,
+            "provider_type": "inline::rerank",
+            "module": "llama_stack_milvus",
+            "config": {},
         },
     ]
 
@@ -62,6 +74,12 @@ def embedding_models() -> list[dict[str, Any]]:
             "provider_model_id": EMBEDDING_PROVIDER_MODEL_ID,
             "model_type": "embedding",
             "metadata": {"embedding_dimension": EMBEDDING_DIMENSION},
+        },
+        {
+            "model_id": RERANK_MODEL_ID,
+            "provider_id": RERANK_PROVIDER_ID,
+            "provider_model_id": RERANK_MODEL_ID,
+            "model_type": "rerank",
         },
     ]
 

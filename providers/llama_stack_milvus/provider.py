@@ -1,5 +1,5 @@
 """Entry point for `module: llama_stack_milvus`: our inline:: and remote::milvus (they replace the built-in ones),
-inline::onnx-embeddings and inline::llama-cpp (a local chat model)."""
+inline::onnx-embeddings, inline::rerank (rerank models on the CPU) and inline::llama-cpp (a local chat model)."""
 
 from llama_stack_api import Api, InlineProviderSpec, ProviderSpec
 
@@ -38,6 +38,15 @@ def get_provider_spec() -> list[ProviderSpec]:
             module="llama_stack_milvus.embeddings",
             config_class="llama_stack_milvus.embeddings.config.OnnxEmbeddingsConfig",
             description="all-MiniLM-L6-v2 embeddings through ONNX Runtime (int8), by llama-stack-milvus.",
+        ),
+        InlineProviderSpec(
+            api=Api.inference,
+            provider_type="inline::rerank",
+            pip_packages=PIP_PACKAGES,
+            module="llama_stack_milvus.rerank",
+            config_class="llama_stack_milvus.rerank.config.RerankConfig",
+            description="Rerank models on the CPU: an offline late-interaction model built from all-MiniLM-L6-v2, "
+            "and any local sentence-transformers CrossEncoder, by llama-stack-milvus.",
         ),
         # A llama.cpp server started by the provider: the offline chat model of the embedded distributions.
         InlineProviderSpec(

@@ -13,11 +13,15 @@ embedded once per model (all-MiniLM-L6-v2 in torch fp32 and as our int8 ONNX exp
 - the milvus-embedded distribution is started (`llama stack run`, a fresh data dir), one vector store is
   created, the passages are inserted as chunks WITH their embeddings through `vector_io.insert`, and every
   query goes through `vector_stores.search` (max_num_results=10) in vector, keyword, hybrid with no ranking
-  options (what a client gets by default), hybrid rrf (several k) and hybrid weighted (several alpha) modes;
+  options (what a client gets by default), hybrid rrf (several k) and hybrid weighted (several alpha) modes,
+  and hybrid reranked by each model of NEURAL_MODELS (ranker "neural": the default fusion's 50 candidates reordered
+  by the model); each mode's mean and median (p50) time per query is recorded;
 - with --builtin, the same against Llama Stack's BUILT-IN inline::milvus provider (the same run.yaml without
   `module: llama_stack_milvus`). A mode that fails there is recorded with its error text, not a number.
 Prints a table per set (with the difference to fp32 brute force), writes results/quality_<set>.json and .png, and
-ends with one markdown table of every mode on every set, the defaults marked.
+ends with one markdown table of every mode on every set, the defaults marked, and the verdict on each rerank model:
+recommended only if it beats the default hybrid by at least NEURAL_MIN_GAIN nDCG@10 on every set at under
+NEURAL_MAX_SLOWDOWN times its median latency.
 """
 
 import argparse
@@ -48,6 +52,10 @@ BASELINE_RRF_K = 60
 # How deep each list goes into the plain RRF baselines: 100, and the stack's own over-fetch (max_num_results x
 # chunk_multiplier = 10 x 5), which makes that baseline the in-process twin of `hybrid rrf k=60`.
 BASELINE_DEPTHS = (100, 50)
+# The rerank models of the milvus-embedded distribution (inline::rerank), and when one would become the default.
+NEURAL_MODELS = ("rerank/minilm-late-interaction",)
+NEURAL_MIN_GAIN = 0.01
+NEURAL_MAX_SLOWDOWN = 3.0
 INSERT_BATCH = 500
 
 
@@ -143,6 +151,13 @@ def stack_configs() -> list[tuple[str, dict]]:
     return configs
 
 
+def neural_configs() -> list[tuple[str, dict]]:
+    return [
+        (f"hybrid neural {model}", {"search_mode": "hybrid", "ranking_options": {"ranker": "neural", "model": model}})
+        for model in NEURAL_MODELS
+    ]
+
+
 def error_text(error: Exception) -> str:
     body = getattr(error, "body", None)
     detail = json.dumps(body)[:400] if body else str(error)[:400]
@@ -194,13 +209,14 @@ def run_stack(
             except Exception as error:  # noqa: BLE001
                 print(f"[{label}] warm-up search failed: {error_text(error)}", file=sys.stderr)
             vector_rankings: dict = {}
-            for name, request in stack_configs():
-                if only and only not in name:
+            for name, request in stack_configs() + neural_configs():
+                if only and not any(part in name for part in only.split(",")):
                     continue
                 log_offset = server.log_size()
-                rankings, errors, empty = {}, [], 0
+                rankings, errors, empty, times = {}, [], 0, []
                 started = time.perf_counter()
                 for query_id, text in data.queries.items():
+                    asked = time.perf_counter()
                     try:
                         page = client.vector_stores.search(
                             vector_store_id=store.id, query=text, max_num_results=K, **request
@@ -212,8 +228,11 @@ def run_stack(
                         str((hit.attributes or {}).get("document_id") or hit.file_id) for hit in page.data
                     ]
                     empty += not page.data
+                    times.append(time.perf_counter() - asked)
                 elapsed = time.perf_counter() - started
                 entry: dict = {"request": request, "ms_per_query": round(1000 * elapsed / len(data.queries), 1)}
+                if times:
+                    entry["p50_ms"] = round(1000 * float(np.median(times)), 1)
                 answered = len(data.queries) - len(errors)
                 logged = log_errors(server.log_since(log_offset))
                 if errors:
@@ -441,6 +460,31 @@ def summary(all_results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def neural_verdict(all_results: list[dict]) -> str:
+    """Each rerank model against the default hybrid of the same run: nDCG@10 gained, median latency ratio, and
+    whether that makes it the recommended mode (NEURAL_MIN_GAIN on every set, under NEURAL_MAX_SLOWDOWN)."""
+    lines = []
+    for model in NEURAL_MODELS:
+        name, passes, parts = f"hybrid neural {model}", True, []
+        for results in all_results:
+            configs = results.get("ours", {}).get("configs", {})
+            neural, fused = configs.get(name, {}), configs.get("hybrid default", {})
+            if "ndcg@10" not in neural or "ndcg@10" not in fused:
+                passes = False
+                parts.append(f"{results['data']['name']}: not measured in this run")
+                continue
+            gain = neural["ndcg@10"] - fused["ndcg@10"]
+            slowdown = neural["p50_ms"] / fused["p50_ms"]
+            passes &= gain >= NEURAL_MIN_GAIN and slowdown < NEURAL_MAX_SLOWDOWN
+            parts.append(
+                f"{results['data']['name']}: nDCG@10 {neural['ndcg@10']:.4f} vs {fused['ndcg@10']:.4f} ({gain:+.4f}), "
+                f"p50 {neural['p50_ms']:.0f} vs {fused['p50_ms']:.0f} ms ({slowdown:.1f}x)"
+            )
+        verdict = "RECOMMENDED" if passes else "stays opt-in"
+        lines.append(f"{model} vs the default hybrid (weighted): {'; '.join(parts)} -> {verdict}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -465,7 +509,11 @@ def main() -> None:
         help="the embedding model of our stores (the built-in always uses torch)",
     )
     parser.add_argument("--queries", type=int, help="only the first N judged queries (a quick smoke run)")
-    parser.add_argument("--only", help="only the stack modes whose name contains this (e.g. 'vector', 'weighted')")
+    parser.add_argument(
+        "--only",
+        help="only the stack modes whose name contains this, or one of these comma-separated parts "
+        "(e.g. 'vector', 'hybrid default,neural')",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -496,6 +544,7 @@ def main() -> None:
                 print(f"{label}: FAILED before searching: {results[label]['error']}")
         all_results.append(results)
     print(summary(all_results))
+    print(neural_verdict(all_results))
 
 
 if __name__ == "__main__":

@@ -39,9 +39,16 @@ def test_remote_config_requires_a_uri_scheme_and_hides_the_token() -> None:
 
 def test_provider_specs_replace_both_builtin_types_and_add_inference_providers() -> None:
     specs = {spec.provider_type: spec for spec in get_provider_spec()}
-    assert set(specs) == {"inline::milvus", "remote::milvus", "inline::onnx-embeddings", "inline::llama-cpp"}
+    assert set(specs) == {
+        "inline::milvus",
+        "remote::milvus",
+        "inline::onnx-embeddings",
+        "inline::rerank",
+        "inline::llama-cpp",
+    }
     assert specs["inline::milvus"].config_class.endswith("InlineMilvusConfig")
     assert specs["inline::onnx-embeddings"].api.value == "inference"
+    assert specs["inline::rerank"].api.value == "inference"
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,15 @@ class OnnxEncoder:
         as fast as batches of 32).
         """
         vectors = np.empty((len(texts), EMBEDDING_DIMENSION), dtype=np.float32)
-        for row, encoding in enumerate(self.tokenizer.encode_batch(texts)):
+        for row, states in enumerate(self.token_states(texts)):
+            pooled = states.mean(axis=0)
+            vectors[row] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+        return vectors
+
+    def token_states(self, texts: list[str]) -> list[np.ndarray]:
+        """Each text's last hidden states, one row per word piece ([CLS] and [SEP] included), one pass per text."""
+        states = []
+        for encoding in self.tokenizer.encode_batch(texts):
             input_ids = np.array([encoding.ids], dtype=np.int64)
             (hidden,) = self.session.run(
                 None,
@@ -40,6 +48,5 @@ class OnnxEncoder:
                     "token_type_ids": np.zeros_like(input_ids),
                 },
             )
-            pooled = hidden[0].mean(axis=0)
-            vectors[row] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
-        return vectors
+            states.append(hidden[0])
+        return states
