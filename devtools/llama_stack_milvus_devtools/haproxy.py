@@ -85,6 +85,9 @@ defaults
     retries 3
     retry-on conn-failure
     option redispatch 1
+    # A new connection to a replica per request: a request sent on an idle pooled connection to a replica that has
+    # just died fails (502) without being retried, since it may have reached the replica; a refused connect is retried.
+    http-reuse never
 
 frontend stack
     bind 127.0.0.1:{port}

@@ -13,6 +13,7 @@ cluster lives under /var/tmp (a path that user can reach; pytest's and most user
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -176,12 +177,15 @@ class PostgresServer:
     def _tail(self) -> str:
         return "\n".join(logs.tail(self.log_path, 20))
 
-    def _pgid(self) -> int | None:
+    def _postmaster_pid(self) -> int | None:
         pid_file = self.data_dir / "postmaster.pid"
         try:
-            pid = int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+            return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
         except (OSError, ValueError, IndexError):
-            pid = None
+            return None
+
+    def _pgid(self) -> int | None:
+        pid = self._postmaster_pid()
         if pid is None:
             return self.process.pid if self.process else None
         stat = processes.proc_stat(pid)
@@ -202,14 +206,24 @@ class PostgresServer:
             processes.stop_group(pgid, "PostgreSQL", STOP_TIMEOUT_S, reap=self._reap)
 
     def kill(self) -> None:
-        """kill -9 of every PostgreSQL process: a crash; the next start recovers from the WAL."""
+        """kill -9 of every PostgreSQL process: a crash; the next start recovers from the WAL. The backends too: each
+        makes itself a process-group leader (setsid) and would answer one more query on an open connection."""
+        postmaster = self._postmaster_pid()
+        backends = processes.children(postmaster) if postmaster else []
         pgid = self._pgid()
         if pgid:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                return
+        for pid in backends:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if pgid:
             processes.stop_group(pgid, "PostgreSQL", 10, reap=self._reap)
+        deadline = time.monotonic() + 10
+        while any((stat := processes.proc_stat(pid)) and stat[0] not in ("Z", "X") for pid in backends):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL backends {backends} survived SIGKILL")
+            time.sleep(0.05)
         # The killed postmaster may linger as a zombie nobody reaps (no init in a container): postgres takes the
         # zombie's pid in this lock file for a live server and refuses to start. Every process of it is gone.
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)

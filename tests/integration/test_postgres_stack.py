@@ -51,7 +51,7 @@ def wait_attached(http: httpx.Client, store_id: str, file_id: str) -> dict:
         time.sleep(0.3)
 
 
-def test_postgres_outage_is_503_and_the_stack_recovers_without_restart(make_server, postgres, postgres_run_yaml):
+def test_postgres_outage_is_503_and_the_stack_recovers(make_server, postgres, postgres_run_yaml):
     server = make_server("pg-stack", run_yaml=postgres_run_yaml, env=postgres.env())
     http = httpx.Client(base_url=server.base_url, timeout=60)
     upload = {"file": ("gil.txt", io.BytesIO(b"The global interpreter lock lets one thread run Python bytecode."))}

@@ -19,20 +19,33 @@ Search
   fields, an unknown one is a 400); explanations go in each hit's content[0].metadata["explanation"] (explain.py);
 - extra body field `quote`: the chunk's best supporting sentence with its offsets, in content[0].metadata["quote"]
   (quote.py).
+Shared state (several replicas or workers on one kvstore; each used to trust its own copy, loaded at start-up)
+- stores, files and batches are read through to the kvstore on every call: one made through another process is
+  there at once, one deleted elsewhere is a 404 at once;
+- a store's file_ids, file_counts and usage_bytes are derived from its per-file records (store_records.py), never
+  written as a list; the rest of its record is merged by compare-and-set, only what the request changed (the
+  mixin wrote back its whole copy: concurrent attaches and updates through two replicas lost each other's writes);
+- a batch's counts while it runs come from its files' records: the same through every replica;
+- a batch cancelled through another process stops at the running process' next save.
 Attach
-- one attach of a file to a store at a time (concurrent attaches of one file each did the work and listed it twice);
+- one attach (or delete) of a file in a store at a time, in every process: a lease (leases.py) (concurrent
+  attaches of one file each did the work and listed it twice);
 - unknown and oversized files are refused before any work; a failed file keeps a last_error that says why;
 - in a batch or a new store's file_ids, such files become failed files naming the reason (the mixin dropped them
-  silently from a new store, and we used to refuse the whole batch).
+  silently from a new store, and we used to refuse the whole batch);
+- usage_bytes is the UTF-8 size of the text stored (the mixin: always 0).
+Expiry
+- expires_after is validated (a 400 naming the bad part) and enforced: an expired store is gone from reads, lists
+  and searches, and its records and collection are removed; last_active_at moves with use, at most hourly (the
+  mixin stored the policy and never applied it).
 Unknown ids
 - a file or batch id the store does not hold is a 404 naming it (the mixin: a 400, or an empty 200 for contents).
 Crashes and restarts
-- in-progress batches, and attaches cut short by a crash or a shutdown, are resumed once the server serves (the
-  mixin resumed batches in the start-up event loop, whose end cancelled them for good);
+- unfinished batches, and attaches cut short by a crash or a shutdown, are resumed by exactly one process: the one
+  that takes their lease once it has expired (each process sweeps for them every lease period); the mixin resumed
+  every batch in every process, in the start-up event loop, whose end cancelled them for good;
 - batches and resumed attaches run as the request that started them (caller and provider data, see
   request_context.py), never as whichever request the server handled first.
-Concurrency
-- deleting a file cannot race a listing or a concurrent attach.
 (Each was found by a test; tests/integration/test_reliability_*.py reproduce them.)
 """
 
@@ -114,6 +127,10 @@ ATTACHING_PREFIX = "llama_stack_milvus:attaching:v1::"
 REQUEST_CONTEXT_KEY = "request_context"
 # Set while attaching the files of a batch or of a new store: a file that cannot be attached becomes a failed file.
 RECORD_REFUSED_FILES: contextvars.ContextVar[bool] = contextvars.ContextVar("record_refused_files", default=False)
+# Set while a listing reads its files' records one by one: the records as listed, for a file deleted meanwhile.
+LISTED_FILES: contextvars.ContextVar[dict[str, dict[str, Any]] | None] = contextvars.ContextVar(
+    "listed_files", default=None
+)
 SEARCH_MODES = ("vector", "keyword", "hybrid")
 RANKERS = ("rrf", "weighted", "neural")
 MAX_NUM_RESULTS = 50
@@ -134,8 +151,8 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         self._shutting_down = False
         self._background: set[asyncio.Task] = set()
         self._store_records: dict[str, dict[str, Any]] = {}  # each store's record as last read from the kvstore
-        self._listed_files: dict[str, dict[str, dict[str, Any]]] = {}  # each store's file records, as last read
         self._handed_over: set[str] = set()  # batches whose lease another process took: no more writes from here
+        self._batch_runners: dict[str, asyncio.Task] = {}  # the task of this process that runs each batch
         self.leases: Leases | None = None
         super().__init__(*args, **kwargs)
 
@@ -160,14 +177,16 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         if info is None:
             self._openai_vector_stores.pop(vector_store_id, None)
             self._store_records.pop(vector_store_id, None)
-            self._listed_files.pop(vector_store_id, None)
             self._forget_store(vector_store_id)
             return None
         self._store_records[vector_store_id] = json.loads(raw)
         cached = self._openai_vector_stores.get(vector_store_id)
-        if files or cached is None:
+        # Derived fields are missing from records loaded at start-up (they are not stored).
+        if files or cached is None or "file_ids" not in cached:
             records = await self._file_records(vector_store_id)
-            self._listed_files[vector_store_id] = {record["id"]: record for record in records}
+            listed = LISTED_FILES.get()
+            if listed is not None:
+                listed.update({record["id"]: record for record in records})
             info.update(derived_membership(records))
         else:
             info.update({field: cached[field] for field in DERIVED_FIELDS})
@@ -332,14 +351,18 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         for raw in await self.kvstore.values_in_range(prefix, prefix + "\xff"):
             batch_info = json.loads(raw)
             batch_id = batch_info["id"]
-            if batch_info["status"] != "in_progress" or not await self.leases.acquire(f"batch:{batch_id}"):
+            lease = f"batch:{batch_id}"
+            # A lease this process holds is a batch it runs: only another process' expired lease is taken over.
+            if batch_info["status"] != "in_progress" or self.leases.holds(lease) or batch_id in self._batch_runners:
+                continue
+            if not await self.leases.acquire(lease):
                 continue
             self.openai_file_batches[batch_id] = batch_info
             await self._refresh_store(batch_info["vector_store_id"])
             logger.info("Resuming a file batch", batch_id=batch_id)
             remaining = await self._analyze_batch_completion_on_resume(batch_id, batch_info)
             if batch_info["status"] == "completed" or not remaining:
-                await self.leases.release(f"batch:{batch_id}")
+                await self.leases.release(lease)
                 continue
             task = asyncio.create_task(self._process_file_batch_async(batch_id, batch_info, remaining))
             self._file_batch_tasks[batch_id] = task
@@ -348,20 +371,29 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         self, batch_id: str, batch_info: dict[str, Any], file_ids_override: list[str] | None = None
     ) -> None:
         """Runs the batch while holding its lease (another process that finds it unfinished leaves it alone), as the
-        batch's creator (a resumed batch too), recording unknown or oversized files as failed files."""
-        lease = f"batch:{batch_id}"
+        batch's creator (a resumed batch too), recording unknown or oversized files as failed files. One task per
+        batch in this process too: a sweep may find a batch between its creation and its task's start."""
         task = asyncio.current_task()
-        if not await self.leases.acquire(lease, on_lost=lambda: self._hand_over(batch_id, task)):
-            return  # another process took it up between its creation and now
+        runner = self._batch_runners.get(batch_id)
+        if runner is not None and runner is not task and not runner.done():
+            return
+        self._batch_runners[batch_id] = task
+        lease = f"batch:{batch_id}"
         try:
-            with request_context.restore(batch_info.get(REQUEST_CONTEXT_KEY)):
-                recording = RECORD_REFUSED_FILES.set(True)
-                try:
-                    await super()._process_file_batch_async(batch_id, batch_info, file_ids_override)
-                finally:
-                    RECORD_REFUSED_FILES.reset(recording)
+            if not await self.leases.acquire(lease, on_lost=lambda: self._hand_over(batch_id, task)):
+                return  # another process took it up between its creation and now
+            try:
+                with request_context.restore(batch_info.get(REQUEST_CONTEXT_KEY)):
+                    recording = RECORD_REFUSED_FILES.set(True)
+                    try:
+                        await super()._process_file_batch_async(batch_id, batch_info, file_ids_override)
+                    finally:
+                        RECORD_REFUSED_FILES.reset(recording)
+            finally:
+                await self.leases.release(lease)
         finally:
-            await self.leases.release(lease)
+            if self._batch_runners.get(batch_id) is task:
+                del self._batch_runners[batch_id]
 
     def _hand_over(self, batch_id: str, task: asyncio.Task | None) -> None:
         self._handed_over.add(batch_id)
@@ -515,7 +547,7 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             return json.loads(raw)
         # Deleted by another request after this one read the store's file list: shown as it was then (the mixin's
         # listing failed on it with a 500).
-        listed = self._listed_files.get(store_id, {}).get(file_id)
+        listed = (LISTED_FILES.get() or {}).get(file_id)
         if listed is None:
             raise VectorStoreFileNotFoundError(file_id, store_id)
         return listed
@@ -684,8 +716,12 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         return await super().openai_update_vector_store_file(vector_store_id, file_id, request)
 
     async def openai_list_files_in_vector_store(self, vector_store_id: str, *args: Any, **kwargs: Any):
-        await self._refresh_store(vector_store_id)
-        return await super().openai_list_files_in_vector_store(vector_store_id, *args, **kwargs)
+        listing = LISTED_FILES.set({})  # this request's own copy of the records it lists
+        try:
+            await self._refresh_store(vector_store_id)
+            return await super().openai_list_files_in_vector_store(vector_store_id, *args, **kwargs)
+        finally:
+            LISTED_FILES.reset(listing)
 
     async def openai_create_vector_store_file_batch(self, vector_store_id: str, params: Any):
         await self._refresh_store(vector_store_id, files=False)
