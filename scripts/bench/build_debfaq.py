@@ -26,6 +26,7 @@ if any file differs; tests/unit/test_build_debfaq.py builds twice and compares.
 import argparse
 import hashlib
 import html.parser
+import os
 import re
 import subprocess
 import sys
@@ -196,8 +197,13 @@ def fetch(package: str, cache: Path) -> Path:
     deb = cache / f"{package}_{version}_all.deb"
     if not deb.exists():
         cache.mkdir(parents=True, exist_ok=True)
-        if subprocess.run(["apt-get", "download", f"{package}={version}"], cwd=cache).returncode != 0:
-            raise SystemExit(f"apt-get download {package}={version} failed (run `apt-get update` first?)")
+        download = ["apt-get", "download", f"{package}={version}"]
+        if subprocess.run(download, cwd=cache).returncode != 0:
+            # A fresh machine (a CI runner) may have no package lists yet: as root, fetch them once and retry.
+            if os.geteuid() != 0 or subprocess.run(["apt-get", "update", "-q"]).returncode != 0:
+                raise SystemExit(f"apt-get download {package}={version} failed (run `apt-get update` first?)")
+            if subprocess.run(download, cwd=cache).returncode != 0:
+                raise SystemExit(f"apt-get download {package}={version} failed after apt-get update")
     return deb
 
 
