@@ -84,6 +84,20 @@ def test_renewal_keeps_a_lease_alive():
     asyncio.run(scenario())
 
 
+def test_a_lease_excludes_other_tasks_of_its_own_process():
+    async def scenario():
+        leases = Leases(DictStore(), 10)
+        assert await leases.acquire("attach:vs:f")
+        assert not await leases.acquire("attach:vs:f")
+        waiter = asyncio.create_task(leases.acquire_waiting("attach:vs:f"))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+        await leases.release("attach:vs:f")
+        await asyncio.wait_for(waiter, 2)
+
+    asyncio.run(scenario())
+
+
 def test_a_waiting_acquire_gets_the_lease_once_released():
     async def scenario():
         store = DictStore()

@@ -52,11 +52,10 @@ class Leases:
         return name in self._held or self._live(await self.kvstore.get(LEASE_PREFIX + name))
 
     async def acquire(self, name: str, on_lost: Callable[[], None] | None = None) -> bool:
-        """Take the lease unless a live one exists; ``on_lost`` runs if a later renewal finds it taken."""
+        """Take the lease unless a live one exists, this process' own included (a lease excludes other tasks of
+        this process too); ``on_lost`` runs if a later renewal finds it taken."""
         if name in self._held:
-            if on_lost is not None:
-                self._on_lost[name] = on_lost
-            return True
+            return False
         current = await self.kvstore.get(LEASE_PREFIX + name)
         if self._live(current):
             return False
@@ -67,6 +66,10 @@ class Leases:
         if on_lost is not None:
             self._on_lost[name] = on_lost
         return True
+
+    def watch(self, name: str, on_lost: Callable[[], None]) -> None:
+        """``on_lost`` runs if a renewal finds the held lease ``name`` taken (for work handed to another task)."""
+        self._on_lost[name] = on_lost
 
     async def acquire_waiting(self, name: str) -> None:
         """Take the lease, waiting while another holds it (until it is released or expires)."""

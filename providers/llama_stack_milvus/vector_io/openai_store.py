@@ -52,6 +52,7 @@ Crashes and restarts
 import asyncio
 import contextlib
 import contextvars
+import functools
 import json
 import math
 import random
@@ -380,7 +381,10 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         self._batch_runners[batch_id] = task
         lease = f"batch:{batch_id}"
         try:
-            if not await self.leases.acquire(lease, on_lost=lambda: self._hand_over(batch_id, task)):
+            on_lost = functools.partial(self._hand_over, batch_id, task)
+            if self.leases.holds(lease):  # taken for this task by the sweep that resumes the batch
+                self.leases.watch(lease, on_lost)
+            elif not await self.leases.acquire(lease, on_lost=on_lost):
                 return  # another process took it up between its creation and now
             try:
                 with request_context.restore(batch_info.get(REQUEST_CONTEXT_KEY)):
