@@ -17,10 +17,9 @@ import httpx
 import pydoc_corpus
 import pytest
 from llama_stack_client import LlamaStackClient, NotFoundError
+from test_cluster import milvus_rows
 from test_reliability_crash import assert_milvus_matches_records, recorded_chunks, upload_paths
 
-from llama_stack_milvus.vector_io.schema import collection_name_for
-from llama_stack_milvus_devtools import milvus
 from llama_stack_milvus_devtools.cluster import Cluster
 
 pytestmark = [pytest.mark.server]
@@ -51,21 +50,6 @@ def client(cluster: Cluster, replica: int) -> LlamaStackClient:
 
 def upload(c: LlamaStackClient, name: str, text: bytes = DOC) -> str:
     return c.files.create(file=(name, text), purpose="assistants").id
-
-
-def milvus_rows(cluster: Cluster, store_id: str) -> list[tuple[str, str]]:
-    """(row id, file id) of every row of the store's collection, read from the Milvus server."""
-    db = milvus.connect(cluster.milvus.uri, cluster.milvus.token)
-    try:
-        name = collection_name_for(store_id)
-        iterator = db.query_iterator(name, batch_size=1000, filter="", output_fields=["row_id", "$meta"])
-        rows = []
-        while batch := iterator.next():
-            rows += [(row["row_id"], row.get("attr.file_id")) for row in batch]
-        iterator.close()
-        return rows
-    finally:
-        db.close()
 
 
 def test_a_store_made_on_a_is_used_at_once_through_b(cluster):
