@@ -1,10 +1,11 @@
 """The vector_io provider: Milvus wiring (backend, one MilvusIndex per store, registrations) under our layer over
 Llama Stack's OpenAI vector-store mixin (openai_store.py, which lists every departure from the mixin).
 
-Departures of this module: registrations are written to the kvstore and reloaded, so stores survive a restart (the
-built-in provider lost them); chunk-level errors are 400s for bad input and 503s naming Milvus, never empty 200s;
-the kvstore is made safe for concurrent requests (kvstore.py); query_chunks handles our search options and ranker
-"neural" around Llama Stack's VectorStoreWithIndex (search_options.py, rerank.py).
+Departures of this module: registrations are written to the kvstore and read through on every call, so stores
+survive a restart (the built-in provider lost them) and one registered or deleted through another replica is seen;
+chunk-level errors are 400s for bad input and 503s naming Milvus, never empty 200s; the kvstore is made safe for
+concurrent requests (kvstore.py); query_chunks handles our search options and ranker "neural" around Llama Stack's
+VectorStoreWithIndex (search_options.py, rerank.py).
 """
 
 import logging
