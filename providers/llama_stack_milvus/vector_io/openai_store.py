@@ -147,7 +147,6 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Before the mixin's __init__, which assigns openai_vector_stores (a property here).
         self._ready = False
-        self._serving = False
         self._background_loop: asyncio.AbstractEventLoop | None = None
         self._shutting_down = False
         self._background: set[asyncio.Task] = set()
@@ -265,14 +264,6 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         counts = Counter(statuses.get(file_id, pending) for file_id in batch_info["file_ids"])
         return {status: counts[status] for status in FILE_STATUSES} | {"total": len(batch_info["file_ids"])}
 
-    async def openai_list_vector_stores(self, *args: Any, **kwargs: Any):
-        # Llama Stack's router lists through the registry and retrieves each store; this serves direct callers.
-        prefix = OPENAI_VECTOR_STORES_PREFIX
-        stored = {json.loads(raw)["id"] for raw in await self.kvstore.values_in_range(prefix, prefix + "\xff")}
-        for store_id in stored | set(self._openai_vector_stores):
-            await self._refresh_store(store_id)
-        return await super().openai_list_vector_stores(*args, **kwargs)
-
     async def openai_retrieve_vector_store(self, vector_store_id: str) -> VectorStoreObject:
         await self._refresh_store(vector_store_id)
         return await super().openai_retrieve_vector_store(vector_store_id)
@@ -323,7 +314,6 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             return
         # Started in another loop (initialize()'s, which registers resources after _ready): that loop is gone.
         self._background_loop = loop
-        self._serving = True
         self._run_in_background(self.leases.heartbeat())
         self._run_in_background(self._sweep_forever())
 
@@ -346,7 +336,7 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
             await asyncio.sleep(self.config.lease_seconds * random.uniform(0.8, 1.2))
 
     async def _resume_incomplete_batches(self) -> None:
-        if not self._serving:  # the mixin calls this from initialize() too: see start_background_work
+        if self._background_loop is None:  # the mixin calls this from initialize() too: see start_background_work
             return
         prefix = OPENAI_VECTOR_STORES_FILE_BATCHES_PREFIX
         for raw in await self.kvstore.values_in_range(prefix, prefix + "\xff"):
