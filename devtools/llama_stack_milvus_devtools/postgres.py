@@ -99,6 +99,7 @@ class PostgresServer:
     def _init_cluster(self, binaries: Path) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         password_file = self.data_dir.parent / f".{self.data_dir.name}.pw"
+        password_file.touch(mode=0o600)  # readable by its owner only, before the password goes in
         password_file.write_text(self.password + "\n")
         if os.geteuid() == 0:
             shutil.chown(self.data_dir, SYSTEM_USER, SYSTEM_USER)
