@@ -9,9 +9,11 @@ Routing: round robin; ``GET /v1/health`` every CHECK_INTERVAL_S per replica, FAL
 successes bring it back. A replica that dies is out of rotation within HEALTH_CHECK_WINDOW_S = FALL x
 CHECK_INTERVAL_S + CHECK_TIMEOUT_S = 4 s (the health-check window; about 2 s when its port refuses connections, as
 after kill -9). Inside that window a new request sent to the dead replica has its connection refused and HAProxy
-sends it to another replica (``retry-on conn-failure`` + ``option redispatch``), so it does not fail; only requests
-already in flight on the replica when it died fail (HAProxy answers 502): POSTs are not idempotent, so they are
-never replayed.
+sends it to another replica (``retry-on conn-failure`` + ``option redispatch``), so it does not fail. Requests sent
+before the replica's processes are gone fail: those it was handling, and those its port still accepted while the
+kernel tore the killed process down (tens to hundreds of ms). HAProxy answers 502, or closes the client's connection
+without a response (HTTP's signal that the request was not processed); POSTs are not idempotent, so they are never
+replayed.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Health-check window: HAProxy checks ``GET /v1/health`` on each replica every sec
 failures (checks time out after 2 s), so a dead replica stays in rotation for at most
 ``haproxy.HEALTH_CHECK_WINDOW_S`` = 4 s (about 2 s after kill -9: its port refuses at once). New requests reaching a
 dead replica inside the window are refused and sent to another replica (retry-on conn-failure, redispatch): only
-the requests in flight on the replica when it dies fail.
+the requests sent to the replica before its processes are gone fail.
 
 Correctness across replicas (a store made on one replica used on another, concurrent attaches, deletes, a batch
 resumed after a kill) is tested in the provider's own cluster tests.
@@ -123,9 +123,11 @@ def test_a_store_with_files_is_searched_through_the_balancer(cluster):
 
 @pytest.mark.slow
 def test_a_replica_killed_under_load_is_routed_around_then_serves_again(cluster, reliability_figures):
-    """8 clients search and upload through HAProxy; replica 1 is killed (kill -9) after 5 s. Failed requests
-    (5xx or a broken connection) are at most the requests in flight on it, one per client, and all fall within the
-    health-check window after the kill; nothing else fails. Then it starts again on its port and serves again."""
+    """8 clients search and upload through HAProxy; replica 1 is killed (kill -9) after 5 s. The only requests that
+    fail (5xx or a connection closed without a response) are those sent before its processes are gone: the ones it
+    was handling, and the ones its port still accepted while the kernel tore the killed process down. Every request
+    sent after that is refused by the dead port and sent to another replica, although HAProxy marks it DOWN only
+    seconds later. Then it starts again on its port and serves again."""
     store_id, _ = seeded_store(cluster.url, "kill-under-load")
     clients, results, lock = 8, [], threading.Lock()
     stop = threading.Event()
@@ -152,6 +154,8 @@ def test_a_replica_killed_under_load_is_routed_around_then_serves_again(cluster,
         time.sleep(5)
         killed_at = time.monotonic()
         cluster.kill_replica(1)
+        # kill_replica returns once every process of the replica has exited, so its port no longer accepts.
+        gone_after = time.monotonic() - killed_at
         down_after = None
         while time.monotonic() < killed_at + 15:
             if down_after is None and cluster.haproxy.server_states()["replica-1"].startswith("DOWN"):
@@ -171,15 +175,16 @@ def test_a_replica_killed_under_load_is_routed_around_then_serves_again(cluster,
     reliability_figures["cluster_kill"] = {
         "requests": len(results),
         "failed": len(failed),
+        "processes_gone_after_s": round(gone_after, 3),
         "marked_down_after_s": down_after,
         "window_s": HEALTH_CHECK_WINDOW_S,
         "served_by_restarted_replica": served_since_back,
     }
     print(f"\nkill -9 under load: {reliability_figures['cluster_kill']}")
     assert down_after is not None and down_after <= HEALTH_CHECK_WINDOW_S + 1, down_after
-    assert len(failed) <= clients, f"{len(failed)} failed requests, more than the {clients} in flight: {failed[:5]}"
-    late = [f for f in failed if f[0] > HEALTH_CHECK_WINDOW_S or f[1] < 0]
-    assert not late, f"requests failed outside the health-check window after the kill: {late[:5]}"
+    sent_to_a_closed_port = [f for f in failed if f[0] > gone_after]
+    assert not sent_to_a_closed_port, f"requests sent after the replica was gone failed: {sent_to_a_closed_port[:5]}"
+    assert not [f for f in failed if f[1] < 0], f"requests failed before the kill: {failed[:5]}"
     assert not [f for f in failed if isinstance(f[2], int) and f[2] < 500], f"non-5xx failures: {failed[:5]}"
     assert ok_after_back and served_since_back > 0, "the restarted replica got no traffic"
     assert httpx.get(f"{cluster.replica_urls[1]}/v1/health", timeout=10).status_code == 200
