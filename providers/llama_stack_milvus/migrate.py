@@ -24,12 +24,16 @@ from .vector_io.config import InlineMilvusConfig, RemoteMilvusConfig
 from .vector_io.schema import (
     ATTRIBUTES_FIELD,
     CORE_FIELDS,
+    GROUP_KEY,
+    ROW_ID,
     STORE_FIELD,
     VECTOR,
     WRITE_BATCH_ROWS,
     AttributeLayout,
     create_chunk_collection,
+    group_key_for,
     layout_of,
+    row_to_chunk,
     upsert_rows,
 )
 
@@ -96,7 +100,11 @@ async def import_collections(backend: MilvusBackend, in_dir: Path, config: Inlin
             batch: list[dict[str, Any]] = []
             for line in source:
                 record = json.loads(line)
-                batch.append(record | layout.columns(record.pop(ATTRIBUTES_FIELD)))
+                attributes = record.pop(ATTRIBUTES_FIELD)
+                row = record | layout.columns(attributes)
+                if layout.group_key:
+                    row[GROUP_KEY] = group_key_for(row_to_chunk(row, layout).document_id, row[ROW_ID])
+                batch.append(row)
                 if len(batch) == IMPORT_BATCH_ROWS:
                     await upsert_rows(backend, name, batch)
                     batch = []

@@ -14,7 +14,13 @@ from llama_stack_milvus.vector_io.backend import MilvusBackend, open_lite_backen
 from llama_stack_milvus.vector_io.config import InlineMilvusConfig
 from llama_stack_milvus.vector_io.filters import parse_filters
 from llama_stack_milvus.vector_io.index import MilvusIndex
-from llama_stack_milvus.vector_io.schema import DYNAMIC_LAYOUT, JSON_FIELD_LAYOUT, chunk_to_row, dense_index
+from llama_stack_milvus.vector_io.schema import (
+    GROUP_KEY,
+    JSON_FIELD_LAYOUT,
+    AttributeLayout,
+    chunk_to_row,
+    dense_index,
+)
 
 TEXTS = {
     "csv": ("The csv module reads and writes tabular data in comma separated values format.", 2019),
@@ -106,7 +112,7 @@ async def test_a_0_1_collection_is_searched_filtered_and_extended_in_place(legac
         index = MilvusIndex(backend, store_id, 384, config)
         await index.create()  # exists: kept as it is
         await assert_answers_by_attribute(index, embedder)
-        assert index.layout is JSON_FIELD_LAYOUT
+        assert index.layout == JSON_FIELD_LAYOUT
 
         text = "The zipfile module reads and writes ZIP archives of comma separated values files."
         await index.add_chunks([chunk(text, embedder([text])[0], "file-zip", "zip", topic="zip", year=2025)])
@@ -138,7 +144,9 @@ async def test_migrate_rewrites_a_0_1_collection_in_the_dynamic_layout(legacy_fi
         index = MilvusIndex(backend, store_id, 384, new_config)
         assert await index.count() == 3
         await assert_answers_by_attribute(index, embedder)
-        assert index.layout is DYNAMIC_LAYOUT
+        assert index.layout == AttributeLayout(json_field=False, group_key=True)
+        rows = backend.client.query(index.collection, filter="", output_fields=[GROUP_KEY], limit=10)
+        assert sorted(row[GROUP_KEY] for row in rows) == sorted(f"file-{name}" for name in TEXTS)
         description = backend.client.describe_collection(index.collection)
         assert description["enable_dynamic_field"]
         assert "attributes" not in {f["name"] for f in description["fields"]}

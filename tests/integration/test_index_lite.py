@@ -10,6 +10,7 @@ import json
 import operator
 import os
 import sqlite3
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,10 +20,12 @@ from llama_stack_api import ChunkForDeletion, ChunkMetadata, EmbeddedChunk
 
 from llama_stack_milvus.errors import MilvusBackendError
 from llama_stack_milvus.offline import ensure_embedding_model
-from llama_stack_milvus.vector_io.backend import open_lite_backend
+from llama_stack_milvus.vector_io.backend import MilvusBackend, open_lite_backend
 from llama_stack_milvus.vector_io.config import InlineMilvusConfig
 from llama_stack_milvus.vector_io.filters import parse_filters
 from llama_stack_milvus.vector_io.index import MilvusIndex
+from llama_stack_milvus.vector_io.schema import GROUP_KEY
+from llama_stack_milvus.vector_io.search_options import SEARCH_OPTIONS, SearchOptions
 
 PERSISTENCE = {"namespace": "vector_io::milvus", "backend": "kv_default"}
 # Real documentation text available offline everywhere: docstrings of standard-library modules.
@@ -319,3 +322,67 @@ async def test_shared_collection_is_refused_clearly_on_lite_25(shared_config) ->
     with pytest.raises(ValueError, match="needs a Milvus server or Milvus Lite 3.x"):
         await MilvusIndex(backend, "vs_shared", 384, shared_config).create()
     backend.close()
+
+
+async def test_group_by_file_is_one_grouped_milvus_search_and_agrees_with_the_fallback(
+    backend, embedder, monkeypatch
+) -> None:
+    """A new collection keeps each row's file in GROUP_KEY, and a one-hit-per-file vector or keyword search is one
+    Milvus grouping search; a collection made without that field is searched deeper until it has k files. Both give
+    the same hits; a chunk inserted with no document is a group of its own."""
+    pieces = [(name, text[start : start + 300]) for name, text in DOCUMENTS.items() for start in range(0, 1200, 300)]
+    vectors = embedder([text for _, text in pieces])
+    chunks = [
+        chunk(text, vector, f"file-{name}", f"{name}-{i}")
+        for i, ((name, text), vector) in enumerate(zip(pieces, vectors, strict=True))
+    ]
+    # Two copies of the first piece with no document at all: each is its own group.
+    chunks += [
+        EmbeddedChunk(
+            content=pieces[0][1],
+            chunk_id=f"loose-{i}",
+            metadata={},
+            chunk_metadata=ChunkMetadata(chunk_id=f"loose-{i}"),
+            embedding=[float(x) for x in vectors[0]],
+            embedding_model="all-MiniLM-L6-v2",
+            embedding_dimension=384,
+        )
+        for i in range(2)
+    ]
+    native = await new_index(backend)
+    assert GROUP_KEY in {f["name"] for f in backend.client.describe_collection(native.collection)["fields"]}
+    before_grouping = MilvusBackend(
+        backend.client, backend.description, replace(backend.capabilities, grouping=False), 30, owns_data=True
+    )
+    fallback = await new_index(before_grouping)
+    assert GROUP_KEY not in {f["name"] for f in backend.client.describe_collection(fallback.collection)["fields"]}
+    for index in (native, fallback):
+        await index.add_chunks(chunks)
+    searches: list[dict] = []
+    real_search = backend.client.search
+    monkeypatch.setattr(backend.client, "search", lambda **kw: searches.append(kw) or real_search(**kw))
+    query, k = pieces[0][1], 4
+    token = SEARCH_OPTIONS.set(SearchOptions(group_by_file=True))
+    try:
+        for mode in ("vector", "keyword"):
+            answers = {}
+            for index in (native, fallback):
+                searches.clear()
+                if mode == "vector":
+                    found = await index.query_vector(embedder([query])[0], k, None)
+                else:
+                    found = await index.query_keyword(query, k, None)
+                answers[index is native] = [c.chunk_id for c in found.chunks]
+                grouped_calls = [s for s in searches if s.get("group_by_field") == GROUP_KEY]
+                if index is native:
+                    assert (len(searches), len(grouped_calls)) == (1, 1), mode
+                else:
+                    assert searches and not grouped_calls, mode
+            assert answers[True] == answers[False], mode
+            groups = [c.split("-")[0] for c in answers[True]]
+            assert len(answers[True]) == k and groups.count("loose") <= 2, answers
+            assert len({g for g in groups if g != "loose"}) == len([g for g in groups if g != "loose"]), answers
+            if mode == "vector":  # the loose copies tie with the first piece: all three lead
+                assert sorted(answers[True][:3]) == ["argparse-0", "loose-0", "loose-1"], answers
+    finally:
+        SEARCH_OPTIONS.reset(token)

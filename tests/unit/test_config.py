@@ -61,6 +61,16 @@ def test_bm25_is_detected_from_the_server_version(version: str, bm25: bool) -> N
     assert capabilities_for_version(version).bm25 is bm25
 
 
+@pytest.mark.parametrize(
+    "version, grouping",
+    [("v2.3.5-lite", False), ("v2.4.13", True), ("v2.5.4", True), ("milvus_lite-3.2.2", True)],
+)
+def test_grouping_search_is_detected_from_the_server_version(version: str, grouping: bool) -> None:
+    from llama_stack_milvus.vector_io.backend import capabilities_for_version
+
+    assert capabilities_for_version(version).grouping is grouping
+
+
 def test_env_values_typed_as_numbers_stay_text() -> None:
     config = RemoteMilvusConfig(uri="http://localhost:19530", token=12345, db_name=2024, persistence=PERSISTENCE)
     assert config.token.get_secret_value() == "12345" and config.db_name == "2024"

@@ -31,6 +31,8 @@ class Capabilities:
     # Servers flush on their own, and a flush per write would seal tiny segments.
     flush_after_write: bool
     partition_key_filters: bool
+    # Grouping search (one hit per value of a scalar field): Milvus 2.4 and Milvus Lite.
+    grouping: bool
 
 
 class MilvusBackend:
@@ -89,7 +91,12 @@ def open_lite_backend(config: InlineMilvusConfig) -> MilvusBackend:
     version = importlib.metadata.version("milvus-lite")
     lite3 = int(version.split(".")[0]) >= 3
     capabilities = Capabilities(
-        f"milvus-lite {version}", bm25=True, hnsw=lite3, flush_after_write=True, partition_key_filters=lite3
+        f"milvus-lite {version}",
+        bm25=True,
+        hnsw=lite3,
+        flush_after_write=True,
+        partition_key_filters=lite3,
+        grouping=True,
     )
     return MilvusBackend(client, description, capabilities, config.request_timeout_s, owns_data=True)
 
@@ -140,5 +147,10 @@ def capabilities_for_version(version: str) -> Capabilities:
     # `milvus-lite server` is Milvus Lite behind gRPC: unflushed rows are scanned one by one there too.
     lite = version.startswith("milvus_lite")
     return Capabilities(
-        version, bm25=major_minor >= (2, 5), hnsw=True, flush_after_write=lite, partition_key_filters=True
+        version,
+        bm25=major_minor >= (2, 5),
+        hnsw=True,
+        flush_after_write=lite,
+        partition_key_filters=True,
+        grouping=major_minor >= (2, 4),
     )

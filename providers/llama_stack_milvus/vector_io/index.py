@@ -24,6 +24,7 @@ from .filters import Filter, string_literal, to_expression
 from .fusion import Hits, reciprocal_rank_fusion, weighted_fusion
 from .schema import (
     DYNAMIC_LAYOUT,
+    GROUP_KEY,
     MAX_ROW_ID_LENGTH,
     MAX_STORE_ID_LENGTH,
     ROW_ID,
@@ -204,7 +205,11 @@ class MilvusIndex(EmbeddingIndex):
             )
         self._loaded = False
 
-    async def _search(self, leg: str, data: Any, field: str, metric: str, k: int, filters: Filter | None) -> list[dict]:
+    async def _search(
+        self, leg: str, data: Any, field: str, metric: str, k: int, filters: Filter | None, by_file: bool = False
+    ) -> list[dict]:
+        """The k best rows of one leg; ``by_file``: the best row of each of the k best files (Milvus' grouping
+        search, where the collection has GROUP_KEY)."""
         await self._ensure_loaded()
         expression = self._where(to_expression(filters, self.layout.path) if filters else "")
         # Only where this process is the only writer: on a server, another replica may have filled the store since.
@@ -213,6 +218,7 @@ class MilvusIndex(EmbeddingIndex):
         params: dict[str, Any] = {"metric_type": metric}
         if field == VECTOR and uses_hnsw(self.config, self.backend):
             params["params"] = {"ef": max(self.config.hnsw_ef_search, k)}
+        grouping = {"group_by_field": GROUP_KEY} if by_file else {}
         result = await self._read(
             f"run a {leg} search in {self.collection}",
             self.backend.client.search,
@@ -222,20 +228,29 @@ class MilvusIndex(EmbeddingIndex):
             filter=expression,
             output_fields=output_fields(self.layout),
             search_params=params,
+            **grouping,
         )
         return list(result[0])
 
-    async def _vector_hits(self, embedding: NDArray, k: int, filters: Filter | None) -> tuple[Hits, dict[str, dict]]:
-        found = await self._search("vector", [float(x) for x in embedding], VECTOR, "COSINE", k, filters)
+    def _groups_natively(self) -> bool:
+        """Whether this search groups by file in Milvus (group_by_file on a collection with GROUP_KEY)."""
+        return current_search_options().group_by_file and self.layout.group_key and self.backend.capabilities.grouping
+
+    async def _vector_hits(
+        self, embedding: NDArray, k: int, filters: Filter | None, by_file: bool = False
+    ) -> tuple[Hits, dict[str, dict]]:
+        found = await self._search("vector", [float(x) for x in embedding], VECTOR, "COSINE", k, filters, by_file)
         return _hits(found, lambda distance: distance)
 
-    async def _keyword_hits(self, query: str, k: int, filters: Filter | None) -> tuple[Hits, dict[str, dict]]:
+    async def _keyword_hits(
+        self, query: str, k: int, filters: Filter | None, by_file: bool = False
+    ) -> tuple[Hits, dict[str, dict]]:
         if not self.backend.capabilities.bm25:
             raise MilvusFeatureUnsupportedError(
                 f"{self.backend.description} runs Milvus {self.backend.capabilities.version}, which has no BM25 "
                 "full-text search: keyword and hybrid search need Milvus 2.5 or newer; use search_mode='vector'"
             )
-        found = await self._search("keyword", query, SPARSE, "BM25", k, filters)
+        found = await self._search("keyword", query, SPARSE, "BM25", k, filters, by_file)
         # Milvus Lite 3.x reports BM25 as negative distances (best first); the magnitude is the score.
         return _hits(found, abs)
 
@@ -243,7 +258,7 @@ class MilvusIndex(EmbeddingIndex):
         self, embedding: NDArray, k: int, score_threshold: float | None, filters: Filter | None = None
     ) -> QueryChunksResponse:
         async def ranked(depth: int) -> _Ranked:
-            hits, entities = await self._vector_hits(embedding, depth, filters)
+            hits, entities = await self._vector_hits(embedding, depth, filters, self._groups_natively())
             return _Ranked(hits, entities, len(hits) < depth, depth, vector=hits)
 
         return self._response("vector", await self._deepening(ranked, k), k, score_threshold)
@@ -252,7 +267,7 @@ class MilvusIndex(EmbeddingIndex):
         self, query_string: str, k: int, score_threshold: float | None, filters: Filter | None = None
     ) -> QueryChunksResponse:
         async def ranked(depth: int) -> _Ranked:
-            hits, entities = await self._keyword_hits(query_string, depth, filters)
+            hits, entities = await self._keyword_hits(query_string, depth, filters, self._groups_natively())
             return _Ranked(hits, entities, len(hits) < depth, depth, keyword=hits)
 
         return self._response("keyword", await self._deepening(ranked, k), k, score_threshold)
@@ -291,9 +306,12 @@ class MilvusIndex(EmbeddingIndex):
 
     async def _deepening(self, ranked: Callable[[int], Awaitable["_Ranked"]], k: int) -> "_Ranked":
         """The ranked hits of a search of depth k; with group_by_file, the best hit of each file, searched deeper
-        until k files are found or the store has no more. Milvus' grouping search would do this in one call, but it
-        groups only on a schema field, and a chunk's file id is a dynamic-field key (Milvus Lite 2.5 and 3.x answer
-        "not found in schema"; Milvus 2.3 has no grouping search)."""
+        until k files are found or the store has no more. A vector or keyword leg that Milvus grouped already holds
+        k files (or all there are), so one round ends it. Elsewhere this is the exact fallback: collections made
+        before GROUP_KEY (and Milvus 2.3, which has no grouping search) keep a chunk's file id only as a dynamic-field
+        key, which Milvus cannot group on; and hybrid search fuses the legs here, so the best chunk of a file is
+        known only after fusion (grouping each leg would fuse each file's best vector chunk with its best keyword
+        chunk, which may be different chunks)."""
         depth = k
         while True:
             result = await ranked(depth)

@@ -9,7 +9,9 @@ id, filename) in one of two layouts:
   (filtered searches 5-11x faster at 10k and 100k chunks, scripts/bench/search.py; nested keys under one $meta key
   gain nothing). Keys carry a prefix, so no attribute can collide with a schema field. Older collections keep
   working as they are; `llama-stack-milvus-migrate` export + import rewrites them in the new layout.
-Shared collections (collection_mode "shared") add the store id as partition key.
+Shared collections (collection_mode "shared") add the store id as partition key. Collections made where Milvus has
+grouping search carry each row's file id (or, for a chunk inserted with no document, its own row id) in a scalar
+field, `group_key`: Milvus groups only on schema fields, and `group_by_file` searches group on it in one call.
 """
 
 import hashlib
@@ -33,6 +35,7 @@ CHUNK_INFO = "chunk_info"
 SPARSE = "sparse"
 STORE_FIELD = "store_id"
 ATTRIBUTES_FIELD = "attributes"
+GROUP_KEY = "group_key"
 DYNAMIC_KEY_PREFIX = "attr."
 # The fields every collection of ours has, whatever its layout: how migrate.py recognises one.
 CORE_FIELDS = frozenset({ROW_ID, CONTENT, VECTOR, CHUNK_INFO})
@@ -44,9 +47,10 @@ WRITE_BATCH_ROWS = 512
 
 @dataclass(frozen=True)
 class AttributeLayout:
-    """Where a collection keeps each chunk's attributes."""
+    """Where a collection keeps each chunk's attributes, and whether its rows carry GROUP_KEY."""
 
     json_field: bool
+    group_key: bool = False
 
     def path(self, key: str) -> str:
         """The filter expression that reads attribute `key`."""
@@ -78,9 +82,13 @@ JSON_FIELD_LAYOUT = AttributeLayout(json_field=True)
 
 def layout_of(description: dict[str, Any]) -> AttributeLayout:
     """The layout of a collection, from `describe_collection`."""
-    if any(field["name"] == ATTRIBUTES_FIELD for field in description["fields"]):
-        return JSON_FIELD_LAYOUT
-    return DYNAMIC_LAYOUT
+    names = {field["name"] for field in description["fields"]}
+    return AttributeLayout(json_field=ATTRIBUTES_FIELD in names, group_key=GROUP_KEY in names)
+
+
+def group_key_for(document_id: str | None, row_id: str) -> str:
+    """The group of a row in one-hit-per-file searches: its file, or itself for a chunk with no document."""
+    return document_id or row_id
 
 
 def collection_name_for(vector_store_id: str) -> str:
@@ -109,13 +117,16 @@ def chunk_to_row(chunk: EmbeddedChunk, layout: AttributeLayout) -> dict[str, Any
     info = chunk.model_dump(mode="json", exclude={"embedding", "metadata", "content"})
     if not isinstance(chunk.content, str):
         info[CONTENT] = chunk.model_dump(mode="json", include={"content"})["content"]
-    return {
+    row = {
         ROW_ID: row_id_for(chunk.chunk_id, chunk.document_id),
         CONTENT: text,
         VECTOR: [float(x) for x in chunk.embedding],
         CHUNK_INFO: info,
         **layout.columns(chunk.metadata),
     }
+    if layout.group_key:
+        row[GROUP_KEY] = group_key_for(chunk.document_id, row[ROW_ID])
+    return row
 
 
 def row_to_chunk(entity: dict[str, Any], layout: AttributeLayout) -> EmbeddedChunk:
@@ -150,6 +161,8 @@ async def create_chunk_collection(
     schema.add_field(CONTENT, DataType.VARCHAR, max_length=MAX_CONTENT_BYTES, enable_analyzer=backend.capabilities.bm25)
     schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dimension)
     schema.add_field(CHUNK_INFO, DataType.JSON)
+    if backend.capabilities.grouping:
+        schema.add_field(GROUP_KEY, DataType.VARCHAR, max_length=MAX_ROW_ID_LENGTH)
     index_params = client.prepare_index_params()
     index_params.add_index(field_name=VECTOR, metric_type="COSINE", **dense_index(config, backend))
     if backend.capabilities.bm25:
