@@ -50,6 +50,7 @@ def test_responses_file_search_calls_the_tool_and_finds_the_right_document(clien
     answer = ask_agent(client, tutorial_store, "How do I create a virtual environment with venv?", MODEL, top_k=3)
     assert answer.sources, "no file_search_call results: the model answered without searching"
     assert Path(answer.sources[0].source).name == "venv.rst", [source.source for source in answer.sources]
+    assert answer.sources[0].quote and answer.sources[0].quote in answer.sources[0].text  # what `ask` prints under it
     assert answer.text.strip()
 
 
@@ -69,7 +70,6 @@ def test_file_search_is_called_even_when_the_client_leaves_the_choice_to_the_mod
     # Llama Stack 0.7.3 puts the file id in `filename`; the attributes hold the name and our `source`.
     attributes = [result.attributes or {} for call in calls for result in call.results or []]
     assert attributes and Path(str(attributes[0].get("source"))).name == "floatingpoint.rst", attributes
-
 
 
 def test_file_search_results_and_their_citations_carry_quotes(rag_server, client, tutorial_store):
