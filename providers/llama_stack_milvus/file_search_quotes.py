@@ -25,7 +25,6 @@ llama-stack-client keep extra fields, so `result.quote` and `annotation.quote` r
 """
 
 import sys
-from collections.abc import Iterable
 
 import pydantic
 from llama_stack.providers.inline.responses.builtin.responses import tool_executor, utils
@@ -86,9 +85,8 @@ def quote_results(results: list[OpenAIResponseOutputMessageFileSearchToolCallRes
     return {file_id: text for file_id, (_, text) in best.items()}
 
 
-def keep_extra_fields(parts: Iterable[type[pydantic.BaseModel]]) -> None:
+def keep_extra_fields(parts: list[type[pydantic.BaseModel]]) -> None:
     """`parts` keep extra fields, in every loaded Llama Stack model that embeds them too."""
-    parts = list(parts)
     for part in parts:
         part.model_config["extra"] = "allow"
         part.model_rebuild(force=True)
