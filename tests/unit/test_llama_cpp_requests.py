@@ -2,7 +2,7 @@
 
 from llama_stack_api import OpenAIChatCompletionRequestWithExtraBody
 
-from llama_stack_milvus.inference.adapter import flatten_text_parts, name_the_only_tool
+from llama_stack_milvus.inference.adapter import flatten_text_parts, json_schema_as_json_object, name_the_only_tool
 
 TOOL = {"type": "function", "function": {"name": "knowledge_search", "parameters": {"type": "object"}}}
 
@@ -103,3 +103,15 @@ def test_a_tool_already_named_is_bounded_too():
     params = name_the_only_tool(request([{"role": "user", "content": "q"}], tools=[tool], tool_choice=named))
     assert params.tool_choice == named
     assert params.tools[0]["function"]["parameters"]["properties"]["query"]["maxLength"] == 300
+
+
+def test_a_json_schema_response_format_is_sent_as_llama_cpps_json_object_with_the_schema():
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    params = OpenAIChatCompletionRequestWithExtraBody(
+        model="m",
+        messages=[{"role": "user", "content": "q"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema, "strict": True}},
+    )
+    assert json_schema_as_json_object(params).response_format == {"type": "json_object", "schema": schema}
+    plain = request([{"role": "user", "content": "q"}])
+    assert json_schema_as_json_object(plain) is plain

@@ -15,7 +15,7 @@ class Source:
     source: str
     title: str
     text: str
-    quote: str | None = None  # the chunk's sentence that best supports the question (search's `quote: true`)
+    quote: str | None = None  # the chunk's sentence that best supports the question or the file_search query
 
 
 @dataclass
@@ -38,15 +38,19 @@ def pick_model(client: LlamaStackClient, requested: str | None) -> str:
 def _source(hit: Any) -> Source:
     attributes = hit.attributes or {}
     text = " ".join(part.text for part in hit.content) if hasattr(hit, "content") else (hit.text or "")
-    # Only a vector-store search result carries a quote (file_search results through the Responses API do not).
-    evidence = (hit.content[0].to_dict().get("metadata") or {}) if getattr(hit, "content", None) else {}
+    # A vector-store search hit has it in content[0].metadata; a file_search result (Responses API) as its own
+    # field, which llama-stack-client keeps as an extra field (file_search_quotes.py).
+    if getattr(hit, "content", None):
+        quote = (hit.content[0].to_dict().get("metadata") or {}).get("quote")
+    else:
+        quote = getattr(hit, "quote", None)
     return Source(
         score=float(hit.score or 0.0),
         # file_search results carry the file id as `filename` (Llama Stack 0.7.3); the attributes have the name.
         source=str(attributes.get("source") or attributes.get("filename") or hit.filename),
         title=str(attributes.get("title") or attributes.get("filename") or hit.filename),
         text=text,
-        quote=(evidence.get("quote") or {}).get("text"),
+        quote=(quote or {}).get("text"),
     )
 
 

@@ -59,6 +59,19 @@ def name_the_only_tool(
     return params.model_copy(update={"tools": [tool], "tool_choice": {"type": "function", "function": {"name": name}}})
 
 
+def json_schema_as_json_object(
+    params: OpenAIChatCompletionRequestWithExtraBody,
+) -> OpenAIChatCompletionRequestWithExtraBody:
+    """OpenAI's response_format {"type": "json_schema", "json_schema": {"schema": S}} as llama-cpp-python's server
+    takes it: {"type": "json_object", "schema": S}, the same grammar-constrained output. It refuses the former (500
+    "Input should be 'text' or 'json_object'"), so the Responses API's text.format json_schema always failed."""
+    response_format = params.response_format
+    if getattr(response_format, "type", None) != "json_schema":
+        return params
+    schema = response_format.json_schema.get("schema") or {"type": "object"}
+    return params.model_copy(update={"response_format": {"type": "json_object", "schema": schema}})
+
+
 def bound_strings(schema: Any) -> Any:
     """A copy of a JSON schema in which every string without a maxLength gets MAX_ARGUMENT_CHARS."""
     if isinstance(schema, list):
@@ -142,6 +155,7 @@ class LlamaCppInferenceAdapter(OpenAIMixin):
             params = params.model_copy(update={"max_tokens": self.config.max_tokens})
         if self.config.name_the_only_tool:
             params = name_the_only_tool(params)
+        params = json_schema_as_json_object(params)
         response = await super().openai_chat_completion(params)
         if params.stream:
             return _cleaned(response)

@@ -6,6 +6,9 @@ survive a restart (the built-in provider lost them) and one registered or delete
 chunk-level errors are 400s for bad input and 503s naming Milvus, never empty 200s; the kvstore is made safe for
 concurrent requests (kvstore.py); query_chunks handles our search options and ranker "neural" around Llama Stack's
 VectorStoreWithIndex (search_options.py, rerank.py).
+Loading the provider also installs http_contract.py (HTTP errors, upload limits, replicas), postgres_kvstore.py
+(kv_postgres for replicas) and file_search_quotes.py (quotes on the Responses API's file_search results and
+file_citation annotations); each module's docstring lists its departures from upstream.
 """
 
 import logging
