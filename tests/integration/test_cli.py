@@ -4,6 +4,7 @@ import functools
 import http.server
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -115,3 +116,19 @@ def test_ask_prints_an_answer_with_its_sources(rag_server, first_ingest):
 def test_asking_an_unknown_store_says_so(rag_server):
     result = cli(rag_server, "ask", "--store", "no-such-store", "anything", check_rc=2)
     assert "no vector store named 'no-such-store'" in result.stderr
+
+
+def test_a_server_that_does_not_answer_in_time_is_a_timeout_not_a_missing_server():
+    """A server that accepts the connection and never answers (a slow model, a busy machine) is reported as a
+    timeout with the --timeout to raise, not as "no Llama Stack server"."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        result = subprocess.run(
+            [str(CLI), "--url", url, "--timeout", "1", "search", "--store", "s", "anything"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=os.environ,
+        )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{url} did not answer within 1 s; pass a larger --timeout" in result.stderr

@@ -12,13 +12,15 @@ import sys
 import textwrap
 import time
 
-from llama_stack_client import APIConnectionError, APIError, AuthenticationError, LlamaStackClient
+from llama_stack_client import APIConnectionError, APIError, APITimeoutError, AuthenticationError, LlamaStackClient
 
 from .fetch import DEFAULT_MAX_MIB, UrlPolicy
 from .ingest import find_store, ingest
 from .query import Answer, Source, ask_agent, ask_rag, pick_model, search
 
 DEFAULT_URL = "http://localhost:8321"
+# An answer from the local model on a busy 2-core machine can take minutes; the client's own default is 60 s.
+DEFAULT_TIMEOUT_S = 300.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key",
         default=os.environ.get("LLAMA_STACK_CLIENT_API_KEY"),
         help="bearer token for a server with auth on (env LLAMA_STACK_CLIENT_API_KEY)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for each answer (default %(default)g)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -82,7 +87,7 @@ def _print_answer(answer: Answer, seconds: float) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = LlamaStackClient(base_url=args.url, api_key=args.api_key)
+    client = LlamaStackClient(base_url=args.url, api_key=args.api_key, timeout=args.timeout)
     if args.command == "ingest":
         policy = UrlPolicy(max_mib=args.max_download_mib, allow_private=args.allow_private_urls)
         report = ingest(
@@ -119,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return run(args)
+    except APITimeoutError:
+        print(f"error: {args.url} did not answer within {args.timeout:g} s; pass a larger --timeout", file=sys.stderr)
+        return 2
     except APIConnectionError:
         print(f"error: no Llama Stack server at {args.url} (start one: ./scripts/run; or pass --url)", file=sys.stderr)
         return 2
