@@ -7,13 +7,15 @@ provider would give it on this Milvus (run it with .venv-lite25's python for the
 only `standard`), with the cached int8 ONNX embeddings of quality.py. Each query's two lists are fetched once, 50
 deep (max_num_results 10 x chunk_multiplier 5, as the stack asks): the vector list by brute force (the provider's
 vector mode ranks exactly so), the keyword list from Milvus' BM25. Every candidate fuses them: the provider's
-weighted (alpha) and RRF (k) rankers, and weighted fusion with min-max normalised cosines. Prints nDCG@10 per set
+weighted (alpha) and RRF (k) rankers, and weighted fusion with min-max normalised cosines. --analyzer-params
+tries any other Milvus analyser. Prints nDCG@10 per set
 and the difference to brute-force fp32 torch cosine (quality.py's reference); writes results/fusion_<analyser>_
 lite<major>.json. Choose on one set, confirm on the other: only a candidate that wins on both is a default.
 """
 
 import argparse
 import asyncio
+import hashlib
 import importlib.metadata
 import json
 import sys
@@ -24,6 +26,7 @@ import _common as common
 import numpy as np
 import quality
 
+from llama_stack_milvus.vector_io import schema
 from llama_stack_milvus.vector_io.backend import open_lite_backend
 from llama_stack_milvus.vector_io.config import InlineMilvusConfig
 from llama_stack_milvus.vector_io.fusion import reciprocal_rank_fusion, weighted_fusion
@@ -114,10 +117,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=(*quality.DATASETS, "both"), default="both")
     parser.add_argument("--analyzer", choices=("english", "standard"), default="english")
+    parser.add_argument(
+        "--analyzer-params",
+        type=json.loads,
+        help="Milvus analyzer_params to try instead of the provider's, e.g. "
+        '\'{"tokenizer": "standard", "filter": ["lowercase", {"type": "stemmer", "language": "english"}]}\'',
+    )
     parser.add_argument("--out", type=Path, default=quality.RESULTS)
     args = parser.parse_args()
+    out_name = args.analyzer
+    if args.analyzer_params:
+        schema.analyzer = lambda config, backend: {"analyzer_params": args.analyzer_params}
+        out_name = "params-" + hashlib.sha1(json.dumps(args.analyzer_params, sort_keys=True).encode()).hexdigest()[:8]
     names = quality.DATASETS if args.dataset == "both" else (args.dataset,)
-    results: dict = {"analyzer": args.analyzer, "milvus-lite": importlib.metadata.version("milvus-lite"), "sets": {}}
+    results: dict = {
+        "analyzer": args.analyzer_params or args.analyzer,
+        "milvus-lite": importlib.metadata.version("milvus-lite"),
+        "sets": {},
+    }
     with tempfile.TemporaryDirectory(prefix="fusion-") as tmp:
         for set_name in names:
             folder = quality.dataset_folder(set_name)
@@ -129,7 +146,7 @@ def main() -> None:
             results["sets"][set_name] = {"fp32 dense": reference, "ndcg@10": scores}
             print(f"{set_name}: done", file=sys.stderr)
     header = "| candidate | " + " | ".join(f"{n} nDCG@10 | {n} vs fp32 dense" for n in names) + " |"
-    print(f"analyser {args.analyzer}, milvus-lite {results['milvus-lite']}\n{header}")
+    print(f"analyser {results['analyzer']}, milvus-lite {results['milvus-lite']}\n{header}")
     print("| --- |" + " ---: | ---: |" * len(names))
     for label in candidates():
         cells = []
@@ -139,7 +156,7 @@ def main() -> None:
             cells += [f"{score:.4f}", f"{score - entry['fp32 dense']:+.4f}"]
         print(f"| {label} | " + " | ".join(cells) + " |")
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"fusion_{args.analyzer}_lite{results['milvus-lite'].split('.')[0]}.json"
+    path = args.out / f"fusion_{out_name}_lite{results['milvus-lite'].split('.')[0]}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path}")
 

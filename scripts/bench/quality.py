@@ -413,7 +413,7 @@ def evaluate(folder: Path, args, settings: dict[str, str]) -> dict:
 
     doc_vectors = vectors(args.embedder)[0]
     with tempfile.TemporaryDirectory(prefix="quality-yaml-") as tmp:
-        ours_yaml = common.run_yaml_with_settings(Path(tmp) / "ours.yaml", settings, args.embedder)
+        ours_yaml = common.run_yaml_with_settings(Path(tmp) / "ours.yaml", settings, args.embedder, llm=False)
         systems = [] if args.no_ours else [("ours", ours_yaml, args.embedder)]
         if settings:
             results["ours_settings"] = settings
