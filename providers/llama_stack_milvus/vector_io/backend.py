@@ -31,7 +31,7 @@ class Capabilities:
     # Servers flush on their own, and a flush per write would seal tiny segments.
     flush_after_write: bool
     partition_key_filters: bool
-    # Milvus' built-in "english" analyser (standard tokenizer, lowercase, Snowball stemmer, English stop words).
+    # Milvus' built-in "english" analyser (standard tokenizer, lowercase, English stemmer, English stop words).
     # Milvus Lite 3.x has only `standard` and `jieba`: it rejects {"type": "english"} and silently ignores a
     # stemmer filter, so there keyword search keeps the standard analyser.
     english_analyzer: bool
