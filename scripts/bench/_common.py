@@ -207,10 +207,15 @@ def run_yaml_without_module(target: Path, source: Path = RUN_YAML) -> Path:
 
 
 def run_yaml_with_settings(
-    target: Path, settings: dict[str, str] | None = None, embedder: str = "onnx", source: Path = RUN_YAML
+    target: Path,
+    settings: dict[str, str] | None = None,
+    embedder: str = "onnx",
+    source: Path = RUN_YAML,
+    llm: bool = True,
 ) -> Path:
     """The distribution with extra keys in OUR vector_io provider's config (e.g. hnsw_ef_search: 512) and the given
-    default embedding model, for experiments."""
+    default embedding model, for experiments; with llm=False without the local LLM (llama.cpp), which a retrieval
+    benchmark never asks and .venv-lite25 does not have."""
     import yaml
 
     config = yaml.safe_load(source.read_text())
@@ -218,6 +223,12 @@ def run_yaml_with_settings(
         vector_io["config"].update(settings or {})
     provider_id, model_id = STACK_MODEL_IDS[embedder].split("/", 1)
     config["vector_stores"]["default_embedding_model"].update(provider_id=provider_id, model_id=model_id)
+    if not llm:
+        inference = config["providers"]["inference"]
+        config["providers"]["inference"] = [p for p in inference if p["provider_type"] != "inline::llama-cpp"]
+        kept = {p["provider_id"] for p in config["providers"]["inference"]}
+        models = config["registered_resources"]["models"]
+        config["registered_resources"]["models"] = [m for m in models if m["provider_id"] in kept]
     target.write_text(yaml.safe_dump(config, sort_keys=False))
     return target
 

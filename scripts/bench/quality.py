@@ -10,7 +10,7 @@ embedded once per model (all-MiniLM-L6-v2 in torch fp32 and as our int8 ONNX exp
 - baselines in-process: brute-force numpy cosine with each model (the reference for every difference printed is
   the fp32 torch one), and on the --embedder's vectors BM25 (bm25s, Snowball stemming and English stop words)
   and plain reciprocal-rank fusion of the two (k=60);
-- the milvus-embedded distribution is started (`llama stack run`, a fresh data dir), one vector store is
+- the milvus-embedded distribution, less its local LLM, is started (`llama stack run`, a fresh data dir), one store is
   created, the passages are inserted as chunks WITH their embeddings through `vector_io.insert`, and every
   query goes through `vector_stores.search` (max_num_results=10) in vector, keyword, hybrid with no ranking
   options (what a client gets by default), hybrid rrf (several k) and hybrid weighted (several alpha) modes,
@@ -413,7 +413,7 @@ def evaluate(folder: Path, args, settings: dict[str, str]) -> dict:
 
     doc_vectors = vectors(args.embedder)[0]
     with tempfile.TemporaryDirectory(prefix="quality-yaml-") as tmp:
-        ours_yaml = common.run_yaml_with_settings(Path(tmp) / "ours.yaml", settings, args.embedder)
+        ours_yaml = common.run_yaml_with_settings(Path(tmp) / "ours.yaml", settings, args.embedder, llm=False)
         systems = [] if args.no_ours else [("ours", ours_yaml, args.embedder)]
         if settings:
             results["ours_settings"] = settings

@@ -22,6 +22,7 @@ def test_inline_config_parses_a_run_yaml_entry() -> None:
         ({"db_path": "/x", "index_type": "DISKANN"}, "index_type"),
         ({"db_path": "/x", "consistency_level": "Sometimes"}, "consistency_level"),
         ({"db_path": "/x", "hnsw_m": 1000}, "hnsw_m"),
+        ({"db_path": "/x", "keyword_analyzer": "french"}, "keyword_analyzer"),
     ],
 )
 def test_inline_config_errors_name_the_field(fields: dict, message: str) -> None:
@@ -52,13 +53,53 @@ def test_provider_specs_replace_both_builtin_types_and_add_inference_providers()
 
 
 @pytest.mark.parametrize(
-    ("version", "bm25"),
-    [("v2.3.5-lite", False), ("v2.4.13", False), ("v2.5.4", True), ("v2.6.0", True), ("milvus_lite-3.2.2", True)],
+    ("version", "bm25", "english"),
+    [
+        ("v2.3.5-lite", False, False),
+        ("v2.4.13", False, False),
+        ("v2.5.4", True, True),
+        ("v2.6.0", True, True),
+        # `milvus-lite server` is Milvus Lite 3.x: BM25 with the standard and jieba analysers only.
+        ("milvus_lite-3.2.2", True, False),
+    ],
 )
-def test_bm25_is_detected_from_the_server_version(version: str, bm25: bool) -> None:
+def test_bm25_and_the_english_analyser_are_detected_from_the_server_version(
+    version: str, bm25: bool, english: bool
+) -> None:
     from llama_stack_milvus.vector_io.backend import capabilities_for_version
 
-    assert capabilities_for_version(version).bm25 is bm25
+    capabilities = capabilities_for_version(version)
+    assert capabilities.bm25 is bm25 and capabilities.english_analyzer is english
+
+
+@pytest.mark.parametrize(
+    ("asked", "version", "params"),
+    [
+        ("standard", "v2.5.4", {}),  # Milvus' default analyser: what every collection before this option got
+        ("english", "v2.5.4", {"analyzer_params": {"type": "english"}}),
+        ("english", "milvus_lite-3.2.2", {}),  # no English analyser: the standard one
+        ("english", "v2.3.5-lite", {}),  # no BM25: the content field has no analyser at all
+    ],
+)
+def test_the_content_field_gets_the_english_analyser_only_where_milvus_has_it(
+    asked: str, version: str, params: dict
+) -> None:
+    from types import SimpleNamespace
+
+    from llama_stack_milvus.vector_io.backend import capabilities_for_version
+    from llama_stack_milvus.vector_io.schema import analyzer
+
+    config = InlineMilvusConfig(db_path="/x", persistence=PERSISTENCE, keyword_analyzer=asked)
+    backend = SimpleNamespace(capabilities=capabilities_for_version(version), description=f"Milvus {version}")
+    assert analyzer(config, backend) == params
+
+
+def test_keyword_analyzer_defaults_to_standard_and_reaches_the_remote_config() -> None:
+    assert InlineMilvusConfig(db_path="/x", persistence=PERSISTENCE).keyword_analyzer == "standard"
+    inline = InlineMilvusConfig(
+        db_path="/x", uri="http://localhost:19530", keyword_analyzer="english", persistence=PERSISTENCE
+    )
+    assert inline.server_config().keyword_analyzer == "english"
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,10 @@ class Capabilities:
     partition_key_filters: bool
     # Grouping search (one hit per value of a scalar field): Milvus 2.4 and Milvus Lite.
     grouping: bool
+    # Milvus' built-in "english" analyser (standard tokenizer, lowercase, English stemmer, English stop words).
+    # Milvus Lite 3.x has only `standard` and `jieba`: it rejects {"type": "english"} and silently ignores a
+    # stemmer filter, so there keyword search keeps the standard analyser.
+    english_analyzer: bool
 
 
 class MilvusBackend:
@@ -97,6 +101,7 @@ def open_lite_backend(config: InlineMilvusConfig) -> MilvusBackend:
         flush_after_write=True,
         partition_key_filters=lite3,
         grouping=True,
+        english_analyzer=not lite3,
     )
     return MilvusBackend(client, description, capabilities, config.request_timeout_s, owns_data=True)
 
@@ -136,7 +141,8 @@ def open_remote_backend(config: RemoteMilvusConfig) -> MilvusBackend:
 
 
 def capabilities_for_version(version: str) -> Capabilities:
-    """BM25 full-text search (and with it keyword and hybrid search) arrived in Milvus 2.5 (and Milvus Lite 2.5).
+    """BM25 full-text search (and with it keyword and hybrid search, and the English analyser) arrived in Milvus 2.5
+    (and Milvus Lite 2.5).
 
     Versions read like "v2.5.4", "v2.3.5-lite" (the PyPI `milvus` standalone) or "milvus_lite-3.2.2". A server
     without BM25 must be known before a collection is created: Milvus 2.3 accepts a BM25 schema, then crashes
@@ -146,11 +152,14 @@ def capabilities_for_version(version: str) -> Capabilities:
     major_minor = (int(numbers[1]), int(numbers[2])) if numbers else (99, 0)
     # `milvus-lite server` is Milvus Lite behind gRPC: unflushed rows are scanned one by one there too.
     lite = version.startswith("milvus_lite")
+    bm25 = major_minor >= (2, 5)
     return Capabilities(
         version,
-        bm25=major_minor >= (2, 5),
+        bm25=bm25,
         hnsw=True,
         flush_after_write=lite,
         partition_key_filters=True,
         grouping=major_minor >= (2, 4),
+        # `milvus-lite server` serves Lite 3.x's analysers (no `english`): its version is milvus_lite-3.x.
+        english_analyzer=bm25 and not (lite and major_minor >= (3, 0)),
     )

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 ConsistencyLevel = Literal["Strong", "Bounded", "Session", "Eventually"]
 # "auto" picks per backend: HNSW where it exists (Lite 3.x, servers), FLAT on Lite 2.5 (its only fast choice).
 IndexType = Literal["auto", "HNSW", "FLAT", "IVF_FLAT", "AUTOINDEX"]
+KeywordAnalyzer = Literal["english", "standard"]
 
 
 class MilvusCommonConfig(BaseModel):
@@ -19,6 +20,14 @@ class MilvusCommonConfig(BaseModel):
     hnsw_ef_construction: int = Field(default=200, ge=8, le=1024, description="HNSW efConstruction")
     # ef 128 lost 2 of 1,710 top-10 hits on pyfaq when 50 are fetched (nDCG@10 -0.006); 256 matched brute force.
     hnsw_ef_search: int = Field(default=256, ge=8, le=4096, description="HNSW ef at search time (raised to k)")
+    # Stemming and stop words win on one of our sets and lose on the other (docs/performance.md, Keyword analyser):
+    # not a default.
+    keyword_analyzer: KeywordAnalyzer = Field(
+        default="standard",
+        description="How keyword (BM25) search splits text into terms, fixed per collection at its creation: "
+        "standard (lower-cased words) or english (Milvus' English analyser: stemming and English stop words; "
+        "Milvus 2.5+ servers and Milvus Lite 2.5; Milvus Lite 3.x has none and keeps standard)",
+    )
     collection_mode: Literal["per_store", "shared"] = Field(
         default="per_store",
         description="per_store: one collection per vector store; shared: one collection per embedding dimension "
