@@ -72,28 +72,6 @@ def test_bm25_and_the_english_analyser_are_detected_from_the_server_version(
     assert capabilities.bm25 is bm25 and capabilities.english_analyzer is english
 
 
-@pytest.mark.parametrize(
-    ("asked", "version", "params"),
-    [
-        ("standard", "v2.5.4", {}),  # Milvus' default analyser: what every collection before this option got
-        ("english", "v2.5.4", {"analyzer_params": {"type": "english"}}),
-        ("english", "milvus_lite-3.2.2", {}),  # no English analyser: the standard one
-        ("english", "v2.3.5-lite", {}),  # no BM25: the content field has no analyser at all
-    ],
-)
-def test_the_content_field_gets_the_english_analyser_only_where_milvus_has_it(
-    asked: str, version: str, params: dict
-) -> None:
-    from types import SimpleNamespace
-
-    from llama_stack_milvus.vector_io.backend import capabilities_for_version
-    from llama_stack_milvus.vector_io.schema import analyzer
-
-    config = InlineMilvusConfig(db_path="/x", persistence=PERSISTENCE, keyword_analyzer=asked)
-    backend = SimpleNamespace(capabilities=capabilities_for_version(version), description=f"Milvus {version}")
-    assert analyzer(config, backend) == params
-
-
 def test_keyword_analyzer_defaults_to_standard_and_reaches_the_remote_config() -> None:
     assert InlineMilvusConfig(db_path="/x", persistence=PERSISTENCE).keyword_analyzer == "standard"
     inline = InlineMilvusConfig(

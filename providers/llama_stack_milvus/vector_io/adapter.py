@@ -31,7 +31,7 @@ from llama_stack_api import (
     VectorStoresProtocolPrivate,
 )
 
-from ..errors import MilvusBackendError, invalid_request_on_value_error
+from ..errors import MilvusBackendError, MilvusOpenError, invalid_request_on_value_error
 from ..http_contract import register_serving_hook
 from ..offline import ensure_tiktoken_cache
 from .backend import MilvusBackend, open_lite_backend, open_remote_backend
@@ -69,6 +69,13 @@ class MilvusVectorIOAdapter(MilvusOpenAIVectorStoreMixin, VectorIO, VectorStores
         quiet_per_chunk_query_logs()
         self.kvstore = await open_kvstore(self.config.persistence)
         self.backend = self._open_backend()
+        if self.config.keyword_analyzer == "english" and not self.backend.capabilities.english_analyzer:
+            raise MilvusOpenError(
+                self.backend.description,
+                f"keyword_analyzer is english, and {self.backend.capabilities.version} has no English analyser "
+                "(Milvus Lite 3.x has only the standard one)",
+                "Set keyword_analyzer: standard, or use Milvus Lite 2.5 or a Milvus 2.5+ server.",
+            )
         for raw in await self.kvstore.values_in_range(REGISTRATION_PREFIX, REGISTRATION_PREFIX + "\xff"):
             vector_store = VectorStore.model_validate_json(raw)
             self.stores[vector_store.identifier] = self._open_store(vector_store)

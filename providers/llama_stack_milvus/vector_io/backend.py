@@ -35,7 +35,7 @@ class Capabilities:
     grouping: bool
     # Milvus' built-in "english" analyser (standard tokenizer, lowercase, English stemmer, English stop words).
     # Milvus Lite 3.x has only `standard` and `jieba`: it rejects {"type": "english"} and silently ignores a
-    # stemmer filter, so there keyword search keeps the standard analyser.
+    # stemmer filter, so keyword_analyzer: english is refused there.
     english_analyzer: bool
 
 

@@ -26,7 +26,7 @@ class MilvusCommonConfig(BaseModel):
         default="standard",
         description="How keyword (BM25) search splits text into terms, fixed per collection at its creation: "
         "standard (lower-cased words) or english (Milvus' English analyser: stemming and English stop words; "
-        "Milvus 2.5+ servers and Milvus Lite 2.5; Milvus Lite 3.x has none and keeps standard)",
+        "Milvus 2.5+ servers and Milvus Lite 2.5; Milvus Lite 3.x has none: the stack refuses to start with it)",
     )
     collection_mode: Literal["per_store", "shared"] = Field(
         default="per_store",

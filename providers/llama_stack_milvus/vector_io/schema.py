@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from llama_stack.log import get_logger
 from llama_stack.providers.utils.inference.prompt_adapter import interleaved_content_as_str
 from llama_stack_api import EmbeddedChunk
 from pymilvus import DataType, Function, FunctionType
@@ -28,8 +27,6 @@ from ..errors import MilvusBackendError
 from .backend import MilvusBackend
 from .config import MilvusCommonConfig
 from .filters import string_literal
-
-logger = get_logger(name=__name__, category="vector_io::milvus")
 
 ROW_ID = "row_id"
 CONTENT = "content"
@@ -153,19 +150,11 @@ def dense_index(config: MilvusCommonConfig, backend: MilvusBackend) -> dict[str,
     return {"index_type": index_type, "params": {"nlist": 128} if index_type == "IVF_FLAT" else {}}
 
 
-def analyzer(config: MilvusCommonConfig, backend: MilvusBackend) -> dict[str, Any]:
-    """The content field's analyser arguments. Milvus applies a collection's analyser to its rows and to every
-    keyword query, so a collection keeps the one it was created with whatever the config says later."""
-    if not backend.capabilities.bm25 or config.keyword_analyzer == "standard":
-        return {}
-    if not backend.capabilities.english_analyzer:
-        logger.warning(
-            "keyword_analyzer english: this Milvus has no English analyser, the new collection uses the standard one",
-            backend=backend.description,
-            version=backend.capabilities.version,
-        )
-        return {}
-    return {"analyzer_params": {"type": "english"}}
+def analyzer(config: MilvusCommonConfig) -> dict[str, Any]:
+    """The content field's analyser arguments (the adapter refuses to start with "english" on a Milvus without it).
+    Milvus applies a collection's analyser to its rows and to every keyword query, so a collection keeps the one it
+    was created with whatever the config says later."""
+    return {"analyzer_params": {"type": "english"}} if config.keyword_analyzer == "english" else {}
 
 
 async def create_chunk_collection(
@@ -181,7 +170,7 @@ async def create_chunk_collection(
         DataType.VARCHAR,
         max_length=MAX_CONTENT_BYTES,
         enable_analyzer=backend.capabilities.bm25,
-        **analyzer(config, backend),
+        **analyzer(config),
     )
     schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dimension)
     schema.add_field(CHUNK_INFO, DataType.JSON)
