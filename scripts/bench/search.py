@@ -101,6 +101,7 @@ def summary(latencies: list[float], hits: list[int], errors: list[str]) -> dict:
             p50_ms=round(percentile(ms, 50), 1),
             p95_ms=round(percentile(ms, 95), 1),
             mean_hits=round(statistics.mean(hits), 1),
+            answered=sum(1 for found in hits if found),  # queries with at least one result
         )
     if errors:
         entry["errors"] = f"{len(errors)} failed: {errors[0][:300]}"
@@ -134,7 +135,7 @@ def logged_error(log: str) -> str | None:
     the provider's exception and returns no results. The console log wraps lines, hence the whitespace folding."""
     flat = " ".join(log.split())
     match = re.search(
-        r"Error searching vector store category=\S+ error=(.+?)(?= (?:DEBUG|INFO|WARNING|ERROR) \d{4}-|$)", flat
+        r"Error searching vector store category=\S+ error=(.+?)(?= \w+=\S| (?:DEBUG|INFO|WARNING|ERROR) \d{4}-|$)", flat
     )
     return match[1][:200] if match else None
 
@@ -180,10 +181,8 @@ def run_stack(
                     name = f"{mode}{' + filter' if filtered else ''}"
                     offset = server.log_size()
                     result[name] = timed(queries, search, budget_s)
-                    if "NO results" in result[name].get("errors", "") and (
-                        error := logged_error(server.log_since(offset))
-                    ):
-                        result[name]["errors"] += f"; the server logged: {error}"
+                    if error := logged_error(server.log_since(offset)):
+                        result[name]["logged"] = error
                     print(f"[{label}] {name:18} {result[name]}", file=sys.stderr)
     return result
 
@@ -300,18 +299,25 @@ def table(results: dict) -> str:
             "|---|" + "---:|" * (len(SYSTEMS) + len(BASELINES)),
         ]
         names = [name for name in systems.get("ours", {}) if name != "insert_s"]
-        failures: dict[tuple[str, str], list[str]] = {}  # (system, error) -> modes
+        failures: dict[tuple[str, str], list[str]] = {}  # (system, what went wrong) -> modes
         for name in names:
             cells, p50 = [], {}
             for system in SYSTEMS:
                 entry = systems.get(system, {}).get(name, {})
-                if "errors" in entry:
-                    failures.setdefault((system, entry["errors"]), []).append(name)
+                wrong = "; ".join(
+                    filter(None, [entry.get("errors"), entry.get("logged") and f"the server logged: {entry['logged']}"])
+                )
+                if wrong:
+                    failures.setdefault((system, wrong), []).append(name)
                 if "p50_ms" in entry:
                     cell = f"{entry['p50_ms']} / {entry['p95_ms']}"
-                    if entry["mean_hits"] == 0:
-                        cells.append(cell + " (no results)")
-                        continue  # the time of a failure: no ratio
+                    answered = entry.get("answered", entry["queries"] if entry["mean_hits"] else 0)
+                    if answered < entry["queries"]:
+                        # Times that are partly those of failures: no ratio.
+                        cells.append(
+                            cell + (f" (results for {answered} of {entry['queries']})" if answered else " (no results)")
+                        )
+                        continue
                     p50[system] = entry["p50_ms"]
                     cells.append(cell + (" (errors)" if "errors" in entry else ""))
                 else:
