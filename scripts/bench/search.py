@@ -286,6 +286,11 @@ def load_queries(path: Path | None, held_out: list[dict], count: int) -> tuple[l
     return [" ".join(c["text"].split()[:12]) for c in held_out[:count]], "openings of held-out chunks"
 
 
+def answered(entry: dict) -> int:
+    """How many of a mode's timed queries found something (in JSON from before that count: all or none)."""
+    return entry.get("answered", entry["queries"] if entry.get("mean_hits") else 0)
+
+
 def table(results: dict) -> str:
     lines = []
     for size, systems in results["sizes"].items():
@@ -311,11 +316,10 @@ def table(results: dict) -> str:
                     failures.setdefault((system, wrong), []).append(name)
                 if "p50_ms" in entry:
                     cell = f"{entry['p50_ms']} / {entry['p95_ms']}"
-                    answered = entry.get("answered", entry["queries"] if entry["mean_hits"] else 0)
-                    if answered < entry["queries"]:
+                    if (found := answered(entry)) < entry["queries"]:
                         # Times that are partly those of failures: no ratio.
                         cells.append(
-                            cell + (f" (results for {answered} of {entry['queries']})" if answered else " (no results)")
+                            cell + (f" (results for {found} of {entry['queries']})" if found else " (no results)")
                         )
                         continue
                     p50[system] = entry["p50_ms"]
@@ -358,15 +362,21 @@ def plot(results: dict, path: Path) -> None:
         names = [name for name in systems.get("ours", {}) if name != "insert_s"]
         width = 0.8 / len(SYSTEMS)
         for offset, system in enumerate(SYSTEMS):
-            values = [systems.get(system, {}).get(name, {}).get("p50_ms", 0) for name in names]
+            entries = [systems.get(system, {}).get(name, {}) for name in names]
+            values = [entry.get("p50_ms", 0) for entry in entries]
             position = np.arange(len(names)) + (offset - (len(SYSTEMS) - 1) / 2) * width
-            ax.bar(position, values, width, label=HEADERS.get(system, system), color=colours[system])
+            bars = ax.bar(position, values, width, label=HEADERS.get(system, system), color=colours[system])
+            for bar, entry in zip(bars, entries, strict=True):
+                if "p50_ms" in entry and answered(entry) < entry["queries"]:
+                    bar.set(alpha=0.35, hatch="///")  # the time of failed searches, not of answers
         ax.set_xticks(np.arange(len(names)), [n.replace(" + ", "\n+ ") for n in names], fontsize=7)
         ax.set_yscale("log")
         ax.set_ylabel("p50 ms (log scale, lower is better)")
-        ax.set_title(f"{size} chunks", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.set_title(f"{size} chunks (hatched: no or partial results)", fontsize=9)
+    axes[0][0].figure.legend(
+        *axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=len(SYSTEMS), fontsize=7, frameon=False
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
