@@ -180,22 +180,26 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def stack_server(run_yaml: Path, data_dir: Path) -> StackServer:
-    """`llama stack run run_yaml` on data_dir; `with` starts and stops it."""
-    return StackServer(run_yaml, data_dir, server_env(), start_timeout=180)
+def stack_server(run_yaml: Path, data_dir: Path, env: dict[str, str] | None = None) -> StackServer:
+    """`llama stack run run_yaml` on data_dir (`env`: more environment variables); `with` starts and stops it."""
+    return StackServer(run_yaml, data_dir, server_env() | (env or {}), start_timeout=180)
 
 
-def run_yaml_without_module(target: Path, source: Path = RUN_YAML) -> Path:
+def run_yaml_without_module(target: Path, source: Path = RUN_YAML, vector_io: dict | None = None) -> Path:
     """The same distribution served by stock Llama Stack: the BUILT-IN milvus provider (our `module:` removed) and,
-    since our ONNX embedding provider has no built-in counterpart, sentence-transformers as the default model."""
+    since our ONNX embedding provider has no built-in counterpart, sentence-transformers as the default model.
+    `vector_io` ({provider_id, provider_type, config}): another built-in vector_io provider instead of milvus."""
     import yaml
 
     config = yaml.safe_load(source.read_text())
     ours = [p for providers in config["providers"].values() for p in providers if p.get("module") == MODULE]
     if not ours:
         raise RuntimeError(f"{source} uses no provider of module {MODULE}")
-    for vector_io in config["providers"]["vector_io"]:
-        vector_io.pop("module", None)
+    for provider in config["providers"]["vector_io"]:
+        provider.pop("module", None)
+    if vector_io:
+        config["providers"]["vector_io"] = [vector_io]
+        config["vector_stores"]["default_provider_id"] = vector_io["provider_id"]
     dropped = {p["provider_id"] for p in config["providers"]["inference"] if p.get("module") == MODULE}
     config["providers"]["inference"] = [p for p in config["providers"]["inference"] if p.get("module") != MODULE]
     models = config["registered_resources"]["models"]

@@ -1,11 +1,15 @@
-"""Search latency: p50/p95 of `vector_stores.search` over HTTP at 10k and 100k chunks, ours against the built-in
-provider and raw pymilvus (+ the query embedding), in vector, keyword and hybrid modes, with and without a filter.
+"""Search latency: p50/p95 of `vector_stores.search` over HTTP at 10k and 100k chunks, ours against every built-in
+vector_io provider a stack can run in-process (inline::milvus, inline::faiss, inline::sqlite-vec) and raw pymilvus
+(+ the query embedding), in vector, keyword and hybrid modes, with and without a filter.
 
 Chunks are real documentation (six Debian packages, see _docs.py) with embeddings computed once and cached
 (100k chunks take about an hour on 2 cores; `--embeddings FILE.npy` loads vectors made elsewhere). They are loaded
 through `vector_io.insert` with their embeddings. Every store embeds queries with sentence-transformers'
 all-MiniLM-L6-v2 (the model of the cached vectors) inside the server, raw pymilvus does the same in-process and
 talks to its own Milvus Lite file with our index settings (HNSW M=16, efConstruction=200, ef=256, BM25).
+The built-in providers run the same distribution without our `module:`, vector_io swapped for each. sqlite-vec
+loads an SQLite extension: where this Python's sqlite3 cannot, pysqlite3-binary stands in for it in that server
+(see pysqlite3_shim/), and without that package (or sqlite-vec's) its row says why it was skipped.
 Queries: the Python FAQ questions of a BEIR folder (--queries), else the openings of held-out chunks.
 
     .venv/bin/python scripts/bench/search.py                # 10k and 100k
@@ -15,7 +19,9 @@ Queries: the Python FAQ questions of a BEIR folder (--queries), else the opening
 import argparse
 import json
 import logging
+import os
 import re
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -32,8 +38,55 @@ MODES = ("vector", "keyword", "hybrid")
 FILTER = {"type": "eq", "key": "package", "value": "python3.11-doc"}
 TOP_K = 10
 INSERT_BATCH = 1000
-SYSTEMS = ("builtin", "ours", "raw pymilvus")
+SYSTEMS = ("builtin", "faiss", "sqlite-vec", "ours", "raw pymilvus")
+BASELINES = tuple(system for system in SYSTEMS if system != "ours")
+HEADERS = {"builtin": "built-in milvus", "raw pymilvus": "raw pymilvus + embedding"}
+# Built-in vector_io providers other than milvus, as a distribution declares them (their config classes:
+# llama_stack/providers/inline/vector_io/*/config.py); LLAMA_STACK_MILVUS_DIR is the server's data folder.
+BUILTIN_VECTOR_IO = {
+    "faiss": {
+        "provider_id": "faiss",
+        "provider_type": "inline::faiss",
+        "config": {"persistence": {"namespace": "vector_io::faiss", "backend": "kv_default"}},
+    },
+    "sqlite-vec": {
+        "provider_id": "sqlite-vec",
+        "provider_type": "inline::sqlite-vec",
+        "config": {
+            "db_path": "${env.LLAMA_STACK_MILVUS_DIR}/sqlite_vec.db",
+            "persistence": {"namespace": "vector_io::sqlite_vec", "backend": "kv_default"},
+        },
+    },
+}
+PYSQLITE3_SHIM = Path(__file__).resolve().parent / "pysqlite3_shim"
 MIN_QUERIES = 10
+
+
+class Skipped(Exception):
+    """A system that cannot run on this machine; its message says why."""
+
+
+def sqlite_vec_env() -> tuple[dict[str, str], str]:
+    """The server environment inline::sqlite-vec needs here and a note on it, or Skipped. The provider loads the
+    extension into the stdlib sqlite3 at each store's creation: on a Python built without loadable extensions
+    (pyenv's, for one) stock Llama Stack starts, then fails every `vector_stores.create` with a 500
+    (AttributeError: 'sqlite3.Connection' object has no attribute 'enable_load_extension'; without the sqlite-vec
+    package: No module named 'sqlite_vec')."""
+    try:
+        import sqlite_vec  # noqa: F401 - only whether the server will find it
+    except ImportError as error:
+        raise Skipped(f"the sqlite-vec package is not installed ({error})") from None
+    if hasattr(sqlite3.Connection, "enable_load_extension"):
+        return {}, ""
+    try:
+        import pysqlite3  # noqa: F401
+    except ImportError:
+        raise Skipped(
+            "this Python's sqlite3 cannot load extensions (built without --enable-loadable-sqlite-extensions) "
+            "and pysqlite3-binary, which could stand in for it, is not installed"
+        ) from None
+    path = os.pathsep.join(filter(None, [str(PYSQLITE3_SHIM), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path}, "sqlite3 = pysqlite3-binary: this Python's sqlite3 cannot load extensions"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -48,6 +101,7 @@ def summary(latencies: list[float], hits: list[int], errors: list[str]) -> dict:
             p50_ms=round(percentile(ms, 50), 1),
             p95_ms=round(percentile(ms, 95), 1),
             mean_hits=round(statistics.mean(hits), 1),
+            answered=sum(1 for found in hits if found),  # queries with at least one result
         )
     if errors:
         entry["errors"] = f"{len(errors)} failed: {errors[0][:300]}"
@@ -76,18 +130,34 @@ def timed(queries: list[str], search, budget_s: float) -> dict:
     return summary(latencies, hits, errors)
 
 
+def logged_error(log: str) -> str | None:
+    """The first error the stack logged while answering searches with an empty 200: its vector-store mixin logs
+    the provider's exception and returns no results. The console log wraps lines, hence the whitespace folding."""
+    flat = " ".join(log.split())
+    match = re.search(
+        r"Error searching vector store category=\S+ error=(.+?)(?= \w+=\S| (?:DEBUG|INFO|WARNING|ERROR) \d{4}-|$)", flat
+    )
+    return match[1][:200] if match else None
+
+
 def attributes(chunk: dict) -> dict:
     return {"document_id": chunk["source"], "package": chunk["package"]}
 
 
 def run_stack(
-    label: str, run_yaml: Path, chunks: list[dict], vectors: np.ndarray, queries: list[str], budget_s: float
+    label: str,
+    run_yaml: Path,
+    chunks: list[dict],
+    vectors: np.ndarray,
+    queries: list[str],
+    budget_s: float,
+    env: dict[str, str] | None = None,
 ) -> dict:
     from llama_stack_client import LlamaStackClient
 
     result: dict = {}
     with tempfile.TemporaryDirectory(prefix=f"search-{label}-") as tmp:
-        with common.stack_server(run_yaml, Path(tmp)) as server:
+        with common.stack_server(run_yaml, Path(tmp), env) as server:
             client = LlamaStackClient(base_url=server.base_url, timeout=600, max_retries=0)
             store = client.vector_stores.create(name=f"search-{label}")
             started = time.perf_counter()
@@ -109,7 +179,10 @@ def run_stack(
                         return len(page.data)
 
                     name = f"{mode}{' + filter' if filtered else ''}"
+                    offset = server.log_size()
                     result[name] = timed(queries, search, budget_s)
+                    if error := logged_error(server.log_since(offset)):
+                        result[name]["logged"] = error
                     print(f"[{label}] {name:18} {result[name]}", file=sys.stderr)
     return result
 
@@ -213,31 +286,59 @@ def load_queries(path: Path | None, held_out: list[dict], count: int) -> tuple[l
     return [" ".join(c["text"].split()[:12]) for c in held_out[:count]], "openings of held-out chunks"
 
 
+def answered(entry: dict) -> int:
+    """How many of a mode's timed queries found something (in JSON from before that count: all or none)."""
+    return entry.get("answered", entry["queries"] if entry.get("mean_hits") else 0)
+
+
 def table(results: dict) -> str:
     lines = []
     for size, systems in results["sizes"].items():
         lines += [
-            f"\n{size} chunks: p50 / p95 ms (ratio of p50: ours / builtin, ours / raw)",
-            "| mode | builtin | ours | raw pymilvus + embedding | ours/builtin | ours/raw |",
-            "|---|---:|---:|---:|---:|---:|",
+            f"\n{size} chunks: p50 / p95 ms (ratios of p50: ours / each other system that found results)",
+            "| mode | "
+            + " | ".join(HEADERS.get(s, s) for s in SYSTEMS)
+            + " | "
+            + " | ".join(f"ours/{s}" for s in BASELINES)
+            + " |",
+            "|---|" + "---:|" * (len(SYSTEMS) + len(BASELINES)),
         ]
         names = [name for name in systems.get("ours", {}) if name != "insert_s"]
+        failures: dict[tuple[str, str], list[str]] = {}  # (system, what went wrong) -> modes
         for name in names:
             cells, p50 = [], {}
             for system in SYSTEMS:
                 entry = systems.get(system, {}).get(name, {})
+                wrong = "; ".join(
+                    filter(None, [entry.get("errors"), entry.get("logged") and f"the server logged: {entry['logged']}"])
+                )
+                if wrong:
+                    failures.setdefault((system, wrong), []).append(name)
                 if "p50_ms" in entry:
+                    cell = f"{entry['p50_ms']} / {entry['p95_ms']}"
+                    if (found := answered(entry)) < entry["queries"]:
+                        # Times that are partly those of failures: no ratio.
+                        cells.append(
+                            cell + (f" (results for {found} of {entry['queries']})" if found else " (no results)")
+                        )
+                        continue
                     p50[system] = entry["p50_ms"]
-                    cells.append(f"{entry['p50_ms']} / {entry['p95_ms']}" + (" (errors)" if "errors" in entry else ""))
+                    cells.append(cell + (" (errors)" if "errors" in entry else ""))
                 else:
-                    cells.append(entry.get("errors", systems.get(system, {}).get("error", "-"))[:60])
+                    whole = systems.get(system, {})
+                    cells.append(entry.get("errors", whole.get("error", whole.get("skipped", "-")))[:60])
             ratios = [
-                f"{p50['ours'] / p50[other]:.2f}" if "ours" in p50 and other in p50 else "-"
-                for other in ("builtin", "raw pymilvus")
+                f"{p50['ours'] / p50[other]:.2f}" if "ours" in p50 and other in p50 else "-" for other in BASELINES
             ]
             lines.append(f"| {name} | " + " | ".join(cells + ratios) + " |")
         inserts = {s: systems.get(s, {}).get("insert_s") for s in SYSTEMS}
         lines.append("insert seconds: " + ", ".join(f"{s} {v}" for s, v in inserts.items() if v is not None))
+        for (system, error), modes in failures.items():
+            lines.append(f"{system} ({', '.join(modes)}): {error}")
+        for system in SYSTEMS:
+            for key in ("note", "skipped", "error"):
+                if key in systems.get(system, {}):
+                    lines.append(f"{system}: {key}: {systems[system][key]}")
     return "\n".join(lines)
 
 
@@ -248,21 +349,34 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sizes = list(results["sizes"])
-    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 3.6), squeeze=False)
-    colours = {"builtin": "#d62728", "ours": "#1f77b4", "raw pymilvus": "#999999"}
+    fig, axes = plt.subplots(1, len(sizes), figsize=(7 * len(sizes), 3.8), squeeze=False)
+    colours = {
+        "builtin": "#d62728",
+        "faiss": "#ff7f0e",
+        "sqlite-vec": "#2ca02c",
+        "ours": "#1f77b4",
+        "raw pymilvus": "#999999",
+    }
     for ax, size in zip(axes[0], sizes, strict=True):
         systems = results["sizes"][size]
         names = [name for name in systems.get("ours", {}) if name != "insert_s"]
-        width = 0.27
+        width = 0.8 / len(SYSTEMS)
         for offset, system in enumerate(SYSTEMS):
-            values = [systems.get(system, {}).get(name, {}).get("p50_ms", 0) for name in names]
-            ax.bar(np.arange(len(names)) + (offset - 1) * width, values, width, label=system, color=colours[system])
+            entries = [systems.get(system, {}).get(name, {}) for name in names]
+            values = [entry.get("p50_ms", 0) for entry in entries]
+            position = np.arange(len(names)) + (offset - (len(SYSTEMS) - 1) / 2) * width
+            bars = ax.bar(position, values, width, label=HEADERS.get(system, system), color=colours[system])
+            for bar, entry in zip(bars, entries, strict=True):
+                if "p50_ms" in entry and answered(entry) < entry["queries"]:
+                    bar.set(alpha=0.35, hatch="///")  # the time of failed searches, not of answers
         ax.set_xticks(np.arange(len(names)), [n.replace(" + ", "\n+ ") for n in names], fontsize=7)
         ax.set_yscale("log")
         ax.set_ylabel("p50 ms (log scale, lower is better)")
-        ax.set_title(f"{size} chunks", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.set_title(f"{size} chunks (hatched: no or partial results)", fontsize=9)
+    axes[0][0].figure.legend(
+        *axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=len(SYSTEMS), fontsize=7, frameon=False
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -275,7 +389,7 @@ def main() -> None:
     parser.add_argument(
         "--budget", type=float, default=60, help=f"seconds per mode, after at least {MIN_QUERIES} queries (default 60)"
     )
-    parser.add_argument("--skip", default="", help="comma-separated systems to skip (builtin, ours, raw pymilvus)")
+    parser.add_argument("--skip", default="", help=f"comma-separated systems to skip ({', '.join(SYSTEMS)})")
     parser.add_argument("--embeddings", type=Path, help="precomputed vectors (.npy, rows in chunk order)")
     parser.add_argument("--debs", type=Path, help="a folder holding the six .deb files (default: apt-get download)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and PNG go")
@@ -309,6 +423,8 @@ def main() -> None:
             "builtin": common.run_yaml_without_module(Path(tmp) / "builtin.yaml"),
             "ours": common.run_yaml_with_settings(Path(tmp) / "ours.yaml", embedder="torch"),
         }
+        for system, provider in BUILTIN_VECTOR_IO.items():
+            run_yamls[system] = common.run_yaml_without_module(Path(tmp) / f"{system}.yaml", vector_io=provider)
         for size in sizes:
             systems: dict = {}
             for system in SYSTEMS:
@@ -318,9 +434,15 @@ def main() -> None:
                     if system == "raw pymilvus":
                         systems[system] = run_raw(chunks[:size], vectors[:size], queries, args.budget)
                     else:
+                        env, note = sqlite_vec_env() if system == "sqlite-vec" else ({}, "")
                         systems[system] = run_stack(
-                            system, run_yamls[system], chunks[:size], vectors[:size], queries, args.budget
+                            system, run_yamls[system], chunks[:size], vectors[:size], queries, args.budget, env
                         )
+                        if note:
+                            systems[system]["note"] = note
+                except Skipped as reason:
+                    systems[system] = {"skipped": str(reason)}
+                    print(f"{system}: skipped: {reason}", file=sys.stderr)
                 except Exception as error:  # noqa: BLE001 - one system failing is a result, the others go on
                     systems[system] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
                     print(f"[{system}] FAILED at {size}: {error}", file=sys.stderr)
