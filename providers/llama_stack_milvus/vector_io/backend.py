@@ -17,6 +17,7 @@ from pymilvus.client.utils import SciPyHelper
 from pymilvus.exceptions import MilvusException
 
 from ..errors import MilvusBackendError, MilvusOpenError
+from . import lite_bm25
 from .config import InlineMilvusConfig, RemoteMilvusConfig
 
 logger = get_logger(name=__name__, category="vector_io::milvus")
@@ -94,6 +95,9 @@ def open_lite_backend(config: InlineMilvusConfig) -> MilvusBackend:
         ) from None
     version = importlib.metadata.version("milvus-lite")
     lite3 = int(version.split(".")[0]) >= 3
+    if lite3:
+        # Its keyword search scores in a Python loop; ours gives the same results several times faster (lite_bm25.py).
+        lite_bm25.install()
     capabilities = Capabilities(
         f"milvus-lite {version}",
         bm25=True,
