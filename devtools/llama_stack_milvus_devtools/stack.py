@@ -34,6 +34,17 @@ REMOTE_SETTINGS = (
 )
 
 
+def without_local_llm(config: dict) -> dict:
+    """A run config (parsed run.yaml) without its local chat model (inline::llama-cpp and the models it serves): for
+    retrieval-only servers, which never chat, and for venvs without llama-cpp (.venv-lite25)."""
+    inference = config["providers"]["inference"]
+    config["providers"]["inference"] = [p for p in inference if p["provider_type"] != "inline::llama-cpp"]
+    kept = {p["provider_id"] for p in config["providers"]["inference"]}
+    models = config["registered_resources"]["models"]
+    config["registered_resources"]["models"] = [m for m in models if m["provider_id"] in kept]
+    return config
+
+
 def offline_env() -> dict[str, str]:
     """This process' environment plus the offline model and tokenizer, without any REMOTE_SETTINGS."""
     from llama_stack_milvus.offline import ensure_embedding_model, ensure_tiktoken_cache

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llama_stack_milvus_devtools.stack import StackServer, offline_env
+from llama_stack_milvus_devtools.stack import StackServer, offline_env, without_local_llm
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_YAML = ROOT / "distributions" / "milvus-embedded" / "run.yaml"
@@ -228,11 +228,7 @@ def run_yaml_with_settings(
     provider_id, model_id = STACK_MODEL_IDS[embedder].split("/", 1)
     config["vector_stores"]["default_embedding_model"].update(provider_id=provider_id, model_id=model_id)
     if not llm:
-        inference = config["providers"]["inference"]
-        config["providers"]["inference"] = [p for p in inference if p["provider_type"] != "inline::llama-cpp"]
-        kept = {p["provider_id"] for p in config["providers"]["inference"]}
-        models = config["registered_resources"]["models"]
-        config["registered_resources"]["models"] = [m for m in models if m["provider_id"] in kept]
+        without_local_llm(config)
     target.write_text(yaml.safe_dump(config, sort_keys=False))
     return target
 

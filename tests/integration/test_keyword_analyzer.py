@@ -18,7 +18,7 @@ from llama_stack_client import LlamaStackClient
 from llama_stack_milvus.vector_io.backend import open_lite_backend
 from llama_stack_milvus.vector_io.config import InlineMilvusConfig
 from llama_stack_milvus.vector_io.index import MilvusIndex
-from llama_stack_milvus_devtools.stack import EMBEDDED_RUN_YAML
+from llama_stack_milvus_devtools.stack import EMBEDDED_RUN_YAML, without_local_llm
 
 PERSISTENCE = {"namespace": "vector_io::milvus", "backend": "kv_default"}
 TEXTS = {
@@ -84,13 +84,8 @@ async def test_a_collection_keeps_the_analyser_it_was_created_with(tmp_path) -> 
 
 def run_yaml(target: Path, analyzer: str) -> Path:
     """The embedded distribution with keyword_analyzer set, without its local LLM (not needed here)."""
-    config = yaml.safe_load(EMBEDDED_RUN_YAML.read_text())
+    config = without_local_llm(yaml.safe_load(EMBEDDED_RUN_YAML.read_text()))
     config["providers"]["vector_io"][0]["config"]["keyword_analyzer"] = analyzer
-    inference = config["providers"]["inference"]
-    config["providers"]["inference"] = [p for p in inference if p["provider_type"] != "inline::llama-cpp"]
-    dropped = {p["provider_id"] for p in inference} - {p["provider_id"] for p in config["providers"]["inference"]}
-    models = config["registered_resources"]["models"]
-    config["registered_resources"]["models"] = [m for m in models if m["provider_id"] not in dropped]
     target.write_text(yaml.safe_dump(config, sort_keys=False))
     return target
 
