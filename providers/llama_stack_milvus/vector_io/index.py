@@ -233,8 +233,9 @@ class MilvusIndex(EmbeddingIndex):
         return list(result[0])
 
     def _groups_natively(self) -> bool:
-        """Whether this search groups by file in Milvus (group_by_file on a collection with GROUP_KEY)."""
-        return current_search_options().group_by_file and self.layout.group_key and self.backend.capabilities.grouping
+        """Whether this search groups by file in Milvus: group_by_file on a collection with GROUP_KEY (made only
+        where Milvus has grouping search)."""
+        return current_search_options().group_by_file and self.layout.group_key
 
     async def _vector_hits(
         self, embedding: NDArray, k: int, filters: Filter | None, by_file: bool = False
