@@ -1,0 +1,129 @@
+"""Milvus Lite 3.x searches with our cached live rows (vector_io/lite_live_rows.py) return exactly what Lite's own
+search paths do, through upserts, deletes (pending and flushed), flushes, compactions and filters."""
+
+import contextlib
+import importlib.metadata
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from llama_stack_milvus.vector_io import lite_bm25, lite_live_rows
+
+pytestmark = pytest.mark.skipif(
+    importlib.metadata.version("milvus-lite") != "3.2.2", reason="lite_live_rows repeats Milvus Lite 3.2.2 only"
+)
+
+DIM = 8
+WORDS = "milvus lite search vector keyword hybrid segment flush delete upsert file store".split()
+FILTERS = [None, 'colour == "red"', 'colour == "blue" and rank > 10']
+
+
+@contextlib.contextmanager
+def lite_own_paths() -> Iterator[None]:
+    from milvus_lite.engine import collection
+
+    ours = collection.execute_search_with_index, collection.Collection._search_sparse
+    collection.execute_search_with_index = ours[0].original
+    collection.Collection._search_sparse = ours[1].original
+    try:
+        yield
+    finally:
+        collection.execute_search_with_index, collection.Collection._search_sparse = ours
+
+
+@pytest.fixture
+def collection(tmp_path):
+    from milvus_lite.db import MilvusLite
+    from milvus_lite.schema.types import CollectionSchema, DataType, FieldSchema, Function, FunctionType
+
+    assert lite_bm25.install() and lite_live_rows.install()
+    schema = CollectionSchema(
+        fields=[
+            FieldSchema("id", DataType.VARCHAR, is_primary=True, max_length=64),
+            FieldSchema("vector", DataType.FLOAT_VECTOR, dim=DIM),
+            FieldSchema("content", DataType.VARCHAR, max_length=1000, enable_analyzer=True),
+            FieldSchema("sparse", DataType.SPARSE_FLOAT_VECTOR),
+        ],
+        enable_dynamic_field=True,
+        functions=[Function("bm25", FunctionType.BM25, ["content"], ["sparse"])],
+    )
+    db = MilvusLite(str(tmp_path))
+    created = db.create_collection("c", schema)
+    created.create_index("vector", {"index_type": "HNSW", "metric_type": "COSINE", "params": {"M": 8}})
+    created.create_index("sparse", {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "BM25"})
+    created.load()
+    yield created
+    db.close()
+
+
+def rows(ids: range, rng: np.random.Generator, version: int) -> list[dict]:
+    return [
+        {
+            "id": f"r{i}",
+            "vector": rng.standard_normal(DIM).tolist(),
+            "content": " ".join(rng.choice(WORDS, size=int(rng.integers(3, 12)))) + f" v{version}",
+            "colour": ("red", "blue")[i % 2],
+            "rank": i % 17,
+        }
+        for i in ids
+    ]
+
+
+def assert_same_as_lite(collection, rng: np.random.Generator) -> int:
+    """Every search mode, with and without filters, at several depths: ours against Lite's own, once the background
+    compactions and index builds the last flush started are done (they change what a search reads)."""
+    collection._wait_for_bg(timeout=60)
+    compared = 0
+    for expr in FILTERS:
+        for top_k in (1, 7, 60):
+            dense = [rng.standard_normal(DIM).tolist()]
+            sparse = [" ".join(rng.choice(WORDS, size=3))]
+            for anns_field, queries in (("vector", dense), ("sparse", sparse)):
+                ours = collection.search(queries, top_k=top_k, expr=expr, anns_field=anns_field)
+                with lite_own_paths():
+                    theirs = collection.search(queries, top_k=top_k, expr=expr, anns_field=anns_field)
+                assert ours == theirs, (anns_field, expr, top_k)
+                compared += len(ours[0])
+    return compared
+
+
+def test_same_results_as_milvus_lite_through_writes_deletes_flushes_and_compactions(collection) -> None:
+    rng = np.random.default_rng(7)
+    for batch in range(6):  # six flushed segments: compaction merges some in the background
+        collection.insert(rows(range(batch * 40, batch * 40 + 60), rng, batch))  # 20 keys of each batch are upserts
+        collection.flush()
+        assert assert_same_as_lite(collection, rng) > 0
+
+    collection.upsert(rows(range(0, 300, 9), rng, 99))  # newer versions in the memtable
+    collection.delete([f"r{i}" for i in range(3, 300, 5)])  # pending deletes in the memtable
+    assert assert_same_as_lite(collection, rng) > 0
+    live = collection.search([[1.0] * DIM], top_k=1000, anns_field="vector")[0]
+    assert {hit["id"] for hit in live}.isdisjoint({f"r{i}" for i in range(3, 300, 5)})
+
+    collection.flush()  # the deletes become tombstones of flushed segments
+    assert assert_same_as_lite(collection, rng) > 0
+    collection.delete(["r0", "r1"])
+    collection.flush()
+    assert assert_same_as_lite(collection, rng) > 0
+    deleted = {f"r{i}" for i in range(3, 300, 5)} | {"r0", "r1"}
+    for anns_field, query in (("vector", [1.0] * DIM), ("sparse", "milvus lite search v0 v1 v99")):
+        hits = collection.search([query], top_k=1000, anns_field=anns_field)[0]
+        assert len(hits) > 100 and {hit["id"] for hit in hits}.isdisjoint(deleted)
+
+
+def test_the_live_rows_of_a_segment_set_are_computed_once(collection) -> None:
+    rng = np.random.default_rng(3)
+    collection.insert(rows(range(100), rng, 0))
+    collection.flush()
+    collection._wait_for_bg(timeout=60)
+    query = [rng.standard_normal(DIM).tolist()]
+    collection.search(query, top_k=5, anns_field="vector")
+    cached = lite_live_rows._cache[tuple((s.partition, s.file_path) for s in collection._segment_cache.values())]
+    collection.search(["milvus lite"], top_k=5, anns_field="sparse")
+    again = lite_live_rows._cache[tuple((s.partition, s.file_path) for s in collection._segment_cache.values())]
+    assert again[1] is cached[1]
+    collection.delete(["r5"])
+    collection.flush()  # a tombstone: the same segments, other live rows
+    hits = collection.search(["milvus lite search vector keyword v0"], top_k=100, anns_field="sparse")[0]
+    assert "r5" not in {hit["id"] for hit in hits} and len(hits) == 99
