@@ -1,5 +1,6 @@
-"""Milvus Lite 3.x searches with our cached live rows (vector_io/lite_live_rows.py) return exactly what Lite's own
-search paths do, through upserts, deletes (pending and flushed), flushes, compactions and filters."""
+"""Milvus Lite 3.x searches with our cached live rows and attribute columns (vector_io/lite_live_rows.py,
+lite_meta_filters.py) return exactly what Lite's own code does, through upserts, deletes (pending and flushed),
+flushes, compactions and filters."""
 
 import contextlib
 import importlib.metadata
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from llama_stack_milvus.vector_io import lite_bm25, lite_live_rows
+from llama_stack_milvus.vector_io import lite_bm25, lite_live_rows, lite_meta_filters
 
 pytestmark = pytest.mark.skipif(
     importlib.metadata.version("milvus-lite") != "3.2.2", reason="lite_live_rows repeats Milvus Lite 3.2.2 only"
@@ -22,14 +23,16 @@ FILTERS = [None, 'colour == "red"', 'colour == "blue" and rank > 10']
 @contextlib.contextmanager
 def lite_own_paths() -> Iterator[None]:
     from milvus_lite.engine import collection
+    from milvus_lite.search.filter.eval import hybrid_backend
 
-    ours = collection.execute_search_with_index, collection.Collection._search_sparse
+    ours = collection.execute_search_with_index, collection.Collection._search_sparse, hybrid_backend._augment_table
     collection.execute_search_with_index = ours[0].original
     collection.Collection._search_sparse = ours[1].original
+    hybrid_backend._augment_table = ours[2].original
     try:
         yield
     finally:
-        collection.execute_search_with_index, collection.Collection._search_sparse = ours
+        collection.execute_search_with_index, collection.Collection._search_sparse, hybrid_backend._augment_table = ours
 
 
 @pytest.fixture
@@ -37,7 +40,7 @@ def collection(tmp_path):
     from milvus_lite.db import MilvusLite
     from milvus_lite.schema.types import CollectionSchema, DataType, FieldSchema, Function, FunctionType
 
-    assert lite_bm25.install() and lite_live_rows.install()
+    assert lite_bm25.install() and lite_live_rows.install() and lite_meta_filters.install()
     schema = CollectionSchema(
         fields=[
             FieldSchema("id", DataType.VARCHAR, is_primary=True, max_length=64),
@@ -112,7 +115,7 @@ def test_same_results_as_milvus_lite_through_writes_deletes_flushes_and_compacti
         assert len(hits) > 100 and {hit["id"] for hit in hits}.isdisjoint(deleted)
 
 
-def test_the_live_rows_of_a_segment_set_are_computed_once(collection) -> None:
+def test_live_rows_and_attribute_columns_are_computed_once_per_segment_set(collection) -> None:
     rng = np.random.default_rng(3)
     collection.insert(rows(range(100), rng, 0))
     collection.flush()
@@ -123,6 +126,11 @@ def test_the_live_rows_of_a_segment_set_are_computed_once(collection) -> None:
     collection.search(["milvus lite"], top_k=5, anns_field="sparse")
     again = lite_live_rows._cache[tuple((s.partition, s.file_path) for s in collection._segment_cache.values())]
     assert again[1] is cached[1]
+    collection.search(query, top_k=5, anns_field="vector", expr='colour == "red"')
+    (segment,) = collection._segment_cache.values()
+    columns = lite_meta_filters._augmented[id(segment.table)][frozenset({"colour"})]
+    collection.search(query, top_k=5, anns_field="vector", expr='colour == "blue"')
+    assert lite_meta_filters._augmented[id(segment.table)][frozenset({"colour"})] is columns
     collection.delete(["r5"])
     collection.flush()  # a tombstone: the same segments, other live rows
     hits = collection.search(["milvus lite search vector keyword v0"], top_k=100, anns_field="sparse")[0]
