@@ -386,3 +386,37 @@ async def test_group_by_file_is_one_grouped_milvus_search_and_agrees_with_the_fa
                 assert sorted(answers[True][:3]) == ["argparse-0", "loose-0", "loose-1"], answers
     finally:
         SEARCH_OPTIONS.reset(token)
+
+
+async def test_hybrid_reads_legs_as_deep_as_asked_and_returns_only_the_best(backend, embedder) -> None:
+    """Our OpenAI search asks a hybrid search for the hits it returns, fused from deeper legs (hybrid_depth): the
+    same hits, scores and rows as the first ones of a search that returns that whole depth."""
+    paragraphs = [
+        paragraph
+        for module in (argparse, asyncio, csv, json, sqlite3)
+        for paragraph in (inspect.getdoc(module) or "").split("\n\n")
+        if len(paragraph) > 40
+    ][:40]
+    index = await new_index(backend)
+    vectors = embedder(paragraphs)
+    await index.add_chunks(
+        [
+            chunk(text, v, f"file-{i % 7}", f"p-{i}", n=i)
+            for i, (text, v) in enumerate(zip(paragraphs, vectors, strict=True))
+        ]
+    )
+    query = "how are command line options and arguments parsed"
+    embedding = embedder([query])[0]
+    whole = await index.query_hybrid(embedding, query, 20, None, "weighted", {"alpha": 0.7})
+    token = SEARCH_OPTIONS.set(SearchOptions(explain=True, hybrid_depth=20))
+    try:
+        best = await index.query_hybrid(embedding, query, 4, None, "weighted", {"alpha": 0.7})
+    finally:
+        SEARCH_OPTIONS.reset(token)
+    assert len(whole.chunks) == 20 and len(best.chunks) == 4
+    assert [c.chunk_id for c in best.chunks] == [c.chunk_id for c in whole.chunks[:4]]
+    assert best.scores == whole.scores[:4]
+    assert [(c.content, c.embedding, c.metadata) for c in best.chunks] == [
+        (c.content, c.embedding, c.metadata) for c in whole.chunks[:4]
+    ]
+    assert {explained["depth"] for explained in best.explanations} == {20}

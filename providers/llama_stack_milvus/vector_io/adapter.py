@@ -11,6 +11,7 @@ Loading the provider also installs http_contract.py (HTTP errors, upload limits,
 file_citation annotations); each module's docstring lists its departures from upstream.
 """
 
+import dataclasses
 import logging
 import math
 
@@ -37,7 +38,7 @@ from ..offline import ensure_tiktoken_cache
 from .backend import MilvusBackend, open_lite_backend, open_remote_backend
 from .config import InlineMilvusConfig, MilvusCommonConfig
 from .filters import parse_filters
-from .index import MilvusIndex
+from .index import MAX_SEARCH_LIMIT, MilvusIndex
 from .kvstore import open_kvstore
 from .openai_store import MilvusOpenAIVectorStoreMixin
 from .rerank import rerank, rerank_model
@@ -153,6 +154,10 @@ class MilvusVectorIOAdapter(MilvusOpenAIVectorStoreMixin, VectorIO, VectorStores
             if params.get("filters") is not None:
                 params["filters"] = parse_filters(params["filters"])
             options = parse_search_options({name: params.pop(name) for name in OPTION_NAMES if name in params})
+            hybrid_depth = params.pop("hybrid_depth", 0)
+            if not isinstance(hybrid_depth, int) or not 0 <= hybrid_depth <= MAX_SEARCH_LIMIT:
+                raise ValueError(f"hybrid_depth must be an integer from 0 to {MAX_SEARCH_LIMIT}; got {hybrid_depth!r}")
+            options = dataclasses.replace(options, hybrid_depth=hybrid_depth)
             threshold = params.pop("score_threshold", None)
             if threshold is not None and not math.isfinite(threshold):
                 raise ValueError("score_threshold must be a finite number")

@@ -206,10 +206,18 @@ class MilvusIndex(EmbeddingIndex):
         self._loaded = False
 
     async def _search(
-        self, leg: str, data: Any, field: str, metric: str, k: int, filters: Filter | None, by_file: bool = False
+        self,
+        leg: str,
+        data: Any,
+        field: str,
+        metric: str,
+        k: int,
+        filters: Filter | None,
+        by_file: bool = False,
+        slim: bool = False,
     ) -> list[dict]:
         """The k best rows of one leg; ``by_file``: the best row of each of the k best files (Milvus' grouping
-        search, where the collection has GROUP_KEY)."""
+        search, where the collection has GROUP_KEY); ``slim``: only what fusion needs (_slim_fields)."""
         await self._ensure_loaded()
         expression = self._where(to_expression(filters, self.layout.path) if filters else "")
         # Only where this process is the only writer: on a server, another replica may have filled the store since.
@@ -226,11 +234,15 @@ class MilvusIndex(EmbeddingIndex):
             anns_field=field,
             limit=k,
             filter=expression,
-            output_fields=output_fields(self.layout),
+            output_fields=self._slim_fields() if slim else output_fields(self.layout),
             search_params=params,
             **grouping,
         )
         return list(result[0])
+
+    def _slim_fields(self) -> list[str]:
+        """What a leg whose rows are read later returns: ids, and attributes where hits are grouped by file here."""
+        return [ROW_ID, self.layout.output_field] if current_search_options().group_by_file else [ROW_ID]
 
     def _groups_natively(self) -> bool:
         """Whether this search groups by file in Milvus: group_by_file on a collection with GROUP_KEY (made only
@@ -238,20 +250,21 @@ class MilvusIndex(EmbeddingIndex):
         return current_search_options().group_by_file and self.layout.group_key
 
     async def _vector_hits(
-        self, embedding: NDArray, k: int, filters: Filter | None, by_file: bool = False
+        self, embedding: NDArray, k: int, filters: Filter | None, by_file: bool = False, slim: bool = False
     ) -> tuple[Hits, dict[str, dict]]:
-        found = await self._search("vector", [float(x) for x in embedding], VECTOR, "COSINE", k, filters, by_file)
+        vector = [float(x) for x in embedding]
+        found = await self._search("vector", vector, VECTOR, "COSINE", k, filters, by_file, slim)
         return _hits(found, lambda distance: distance)
 
     async def _keyword_hits(
-        self, query: str, k: int, filters: Filter | None, by_file: bool = False
+        self, query: str, k: int, filters: Filter | None, by_file: bool = False, slim: bool = False
     ) -> tuple[Hits, dict[str, dict]]:
         if not self.backend.capabilities.bm25:
             raise MilvusFeatureUnsupportedError(
                 f"{self.backend.description} runs Milvus {self.backend.capabilities.version}, which has no BM25 "
                 "full-text search: keyword and hybrid search need Milvus 2.5 or newer; use search_mode='vector'"
             )
-        found = await self._search("keyword", query, SPARSE, "BM25", k, filters, by_file)
+        found = await self._search("keyword", query, SPARSE, "BM25", k, filters, by_file, slim)
         # Milvus Lite 3.x reports BM25 as negative distances (best first); the magnitude is the score.
         return _hits(found, abs)
 
@@ -288,9 +301,12 @@ class MilvusIndex(EmbeddingIndex):
         alpha = float(reranker_params.get("alpha", 0.5))
         rrf_k = float(reranker_params.get("impact_factor", 60))
 
+        # The legs return ids (and attributes to group by file): each would otherwise materialise all its rows,
+        # vectors included, where only the k best of their fusion are returned (_with_rows).
         async def ranked(depth: int) -> _Ranked:
             (vector_hits, vector_entities), (keyword_hits, keyword_entities) = await asyncio.gather(
-                self._vector_hits(embedding, depth, filters), self._keyword_hits(query_string, depth, filters)
+                self._vector_hits(embedding, depth, filters, slim=True),
+                self._keyword_hits(query_string, depth, filters, slim=True),
             )
             if weighted:
                 fused = weighted_fusion(vector_hits, keyword_hits, alpha)
@@ -303,17 +319,36 @@ class MilvusIndex(EmbeddingIndex):
             entities = {**keyword_entities, **vector_entities}
             return _Ranked(fused, entities, exhausted, depth, vector_hits, keyword_hits, fusion)
 
-        return self._response("hybrid", await self._deepening(ranked, k), k, score_threshold)
+        # Our OpenAI search asks for the hits it returns, and fuses legs as deep as it asks (hybrid_depth).
+        result = await self._deepening(ranked, k, max(k, current_search_options().hybrid_depth))
+        return self._response("hybrid", await self._with_rows(result, k), k, score_threshold)
 
-    async def _deepening(self, ranked: Callable[[int], Awaitable["_Ranked"]], k: int) -> "_Ranked":
+    async def _with_rows(self, result: "_Ranked", k: int) -> "_Ranked":
+        """The k best hits with their rows, read in one call (a row deleted since the search is left out)."""
+        best = [row_id for row_id, _ in result.hits[:k]]
+        if not best:
+            return result
+        rows = await self._read(
+            f"read the hits of a hybrid search in {self.collection}",
+            self.backend.client.get,
+            ids=best,
+            output_fields=output_fields(self.layout),
+        )
+        result.entities = {row[ROW_ID]: row for row in rows}
+        result.hits = [hit for hit in result.hits[:k] if hit[0] in result.entities]
+        return result
+
+    async def _deepening(
+        self, ranked: Callable[[int], Awaitable["_Ranked"]], k: int, depth: int | None = None
+    ) -> "_Ranked":
         """The ranked hits of a search of depth k; with group_by_file, the best hit of each file, searched deeper
         until k files are found or the store has no more. A vector or keyword leg that Milvus grouped already holds
         k files (or all there are), so one round ends it. Elsewhere this is the exact fallback: collections made
         before GROUP_KEY (and Milvus 2.3, which has no grouping search) keep a chunk's file id only as a dynamic-field
         key, which Milvus cannot group on; and hybrid search fuses the legs here, so the best chunk of a file is
         known only after fusion (grouping each leg would fuse each file's best vector chunk with its best keyword
-        chunk, which may be different chunks)."""
-        depth = k
+        chunk, which may be different chunks). ``depth``: how deep the first round reads (default k)."""
+        depth = depth or k
         while True:
             result = await ranked(depth)
             if not current_search_options().group_by_file:

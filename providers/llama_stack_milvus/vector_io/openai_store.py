@@ -817,16 +817,19 @@ class MilvusOpenAIVectorStoreMixin(OpenAIVectorStoreMixin):
         ranking = request.ranking_options
         if ranking and ranking.ranker is not None and ranking.ranker not in RANKERS:
             raise ValueError(f"ranking_options.ranker must be one of {', '.join(RANKERS)}; got {ranking.ranker!r}")
-        # Over-fetch for hybrid, where the fusion profits from deeper lists, and for a reranker, which can only
+        # Read deeper for hybrid, where the fusion profits from deeper lists, and for a reranker, which can only
         # promote what it is given. A vector or keyword search ranks the same candidates whatever its limit (HNSW's
-        # ef is fixed at >= 256), so a deeper fetch only costs.
-        deeper = mode == "hybrid" or (ranking is not None and ranking.ranker == "neural")
-        multiplier = self.vector_stores_config.chunk_retrieval_params.chunk_multiplier if deeper else 1
+        # ef is fixed at >= 256), so a deeper fetch only costs. A hybrid search returns only the hits asked for,
+        # fused from legs that deep (hybrid_depth); the reranker is given the deeper list itself.
+        neural = ranking is not None and ranking.ranker == "neural"
+        depth = max_num_results * self.vector_stores_config.chunk_retrieval_params.chunk_multiplier
         params: dict[str, Any] = {
             "mode": mode,
             "max_num_results": max_num_results,
-            "max_chunks": max_num_results * multiplier,
+            "max_chunks": depth if neural else max_num_results,
         }
+        if mode == "hybrid" and not neural:
+            params["hybrid_depth"] = depth
         # A threshold the request sets holds for every score, negative cosines included. The API's default of 0.0
         # (one that was not sent) is no threshold: unrelated chunks can have a negative cosine.
         if ranking and "score_threshold" in ranking.model_fields_set and ranking.score_threshold is not None:

@@ -36,6 +36,8 @@ class SearchOptions:
     explain: bool = False
     group_by_file: bool = False
     quote: bool = False
+    # Not a client's option: how deep a hybrid search reads each leg when it returns fewer hits (our OpenAI search).
+    hybrid_depth: int = 0
 
 
 def parse_search_options(extra: dict[str, Any] | None) -> SearchOptions:
