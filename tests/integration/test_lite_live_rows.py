@@ -4,6 +4,7 @@ flushes, compactions and filters."""
 
 import contextlib
 import importlib.metadata
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,6 +19,8 @@ pytestmark = pytest.mark.skipif(
 DIM = 8
 WORDS = "milvus lite search vector keyword hybrid segment flush delete upsert file store".split()
 FILTERS = [None, 'colour == "red"', 'colour == "blue" and rank > 10']
+# Schema fields, dynamic keys, both, the raw dynamic field, everything, the key only, all by default.
+OUTPUT_FIELDS = [["content"], ["colour"], ["content", "rank"], ["$meta"], ["*"], ["id"], None]
 
 
 @contextlib.contextmanager
@@ -77,16 +80,19 @@ def assert_same_as_lite(collection, rng: np.random.Generator) -> int:
     """Every search mode, with and without filters, at several depths: ours against Lite's own, once the background
     compactions and index builds the last flush started are done (they change what a search reads)."""
     collection._wait_for_bg(timeout=60)
+    output_fields = itertools.cycle(OUTPUT_FIELDS)
     compared = 0
     for expr in FILTERS:
         for top_k in (1, 7, 60):
             dense = [rng.standard_normal(DIM).tolist()]
             sparse = [" ".join(rng.choice(WORDS, size=3))]
             for anns_field, queries in (("vector", dense), ("sparse", sparse)):
-                ours = collection.search(queries, top_k=top_k, expr=expr, anns_field=anns_field)
+                fields = next(output_fields)
+                search = {"top_k": top_k, "expr": expr, "anns_field": anns_field, "output_fields": fields}
+                ours = collection.search(queries, **search)
                 with lite_own_paths():
-                    theirs = collection.search(queries, top_k=top_k, expr=expr, anns_field=anns_field)
-                assert ours == theirs, (anns_field, expr, top_k)
+                    theirs = collection.search(queries, **search)
+                assert ours == theirs, search
                 compared += len(ours[0])
     return compared
 

@@ -13,6 +13,8 @@ compactions and filters). Searches naming partitions, and segments holding a key
 Where the installed Milvus Lite is not 3.2.2, nothing is replaced.
 """
 
+import contextlib
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -121,6 +123,30 @@ def _live_rows(
                     masks[index] = shared[index].copy()
                 masks[index][row] = False
     return masks
+
+
+def _columns(table: Any, output_fields: list[str] | None, pk_field: str) -> list[str]:
+    """The columns of a segment's table that a hit's projection reads: Lite materialises every column of every hit
+    (a vector is hundreds of Python floats) and drops most of them. `$meta` where a dynamic key is asked for."""
+    names = [name for name in table.column_names if name != "_seq"]
+    if output_fields is None or "*" in output_fields:
+        return names
+    wanted = {pk_field, *output_fields}
+    if "$meta" in names and any(field not in names for field in output_fields):
+        wanted.add("$meta")
+    return [name for name in names if name in wanted]
+
+
+def _row(table: Any, row: int, names: list[str]) -> dict:
+    """Segment.row_to_dict (3.2.2) of only these columns: `$meta`'s keys unpacked beside it, as there."""
+    record = {name: table.column(name)[row].as_py() for name in names}
+    meta = record.get("$meta")
+    if isinstance(meta, str):
+        with contextlib.suppress(ValueError):
+            meta = json.loads(meta)
+    if isinstance(meta, dict):
+        record.update(meta)
+    return record
 
 
 def _newest_in_segments(segments: Sequence[Any], pk: Any) -> int:
@@ -236,7 +262,8 @@ def _search_dense(
         hits = []
         for distance, source, local_id in per_query[:top_k]:
             if source < len(segments):
-                record = segments[source].row_to_dict(local_id)
+                table = segments[source].table
+                record = _row(table, local_id, _columns(table, output_fields, pk_field))
             else:
                 record = memtable.materialize_row(*mt_row_refs[local_id])
             pk = record.get(pk_field) if pk_field in record else sources[source][local_id]
@@ -354,10 +381,11 @@ def _search_sparse(
                 record = source[0]
             else:
                 table, row = source
+                names = projection_plan.engine_fields or table.column_names
                 record = {
                     name: table.column(name)[row].as_py()
                     for name in table.column_names
-                    if name not in ("_seq", "_partition")
+                    if name in names and name not in ("_seq", "_partition")
                 }
             entity = project_record(record, self._schema, projection_plan)
             hits.append({"id": pk, "distance": distance, "entity": entity})
