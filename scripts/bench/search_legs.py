@@ -28,10 +28,12 @@ from llama_stack_milvus.vector_io.backend import open_lite_backend
 from llama_stack_milvus.vector_io.config import InlineMilvusConfig
 from llama_stack_milvus.vector_io.fusion import weighted_fusion
 from llama_stack_milvus.vector_io.index import MilvusIndex
+from llama_stack_milvus.vector_io.search_options import SEARCH_OPTIONS, SearchOptions
 
 PERSISTENCE = {"namespace": "vector_io::milvus", "backend": "kv_default"}
 TOP_K = 10
 DEPTH = 50  # what a hybrid search fetches per leg: max_num_results 10 x the stack's chunk_multiplier 5
+HYBRID = "hybrid search (top 10, legs 50 deep)"  # as vector_stores.search runs it: the legs' ids, then 10 rows
 
 
 def copies_of(beir: common.BeirSet, vectors: np.ndarray, copies: int) -> Iterator[list[EmbeddedChunk]]:
@@ -56,6 +58,7 @@ def copies_of(beir: common.BeirSet, vectors: np.ndarray, copies: int) -> Iterato
 
 
 async def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    SEARCH_OPTIONS.set(SearchOptions(hybrid_depth=DEPTH))  # what our vector_stores.search asks of a hybrid search
     data = next(
         f
         for f in (common.ROOT.parent / "shared" / "data" / "pyfaq", common.cache_root() / "data" / "pyfaq")
@@ -103,15 +106,19 @@ async def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 found = await timed("keyword search k=10", index.query_keyword(text, TOP_K, None))
                 keyword_ids.append([chunk.chunk_id for chunk in found.chunks])
                 await timed(
-                    "hybrid search (depth 50)",
-                    index.query_hybrid(vector, text, DEPTH, None, "weighted", {"alpha": 0.95}),
+                    HYBRID,
+                    index.query_hybrid(vector, text, TOP_K, None, "weighted", {"alpha": 0.95}),
                 )
-                vector_hits, _ = await timed("  vector leg, depth 50", index._vector_hits(vector, DEPTH, None))
-                keyword_hits, _ = await timed("  keyword leg, depth 50", index._keyword_hits(text, DEPTH, None))
+                vector_leg = index._vector_hits(vector, DEPTH, None, slim=True)
+                vector_hits, _ = await timed("  vector leg, depth 50 (ids)", vector_leg)
+                keyword_leg = index._keyword_hits(text, DEPTH, None, slim=True)
+                keyword_hits, _ = await timed("  keyword leg, depth 50 (ids)", keyword_leg)
                 await timed("  fusion", asyncio.to_thread(weighted_fusion, vector_hits, keyword_hits, 0.95))
                 await timed(
                     "  embedding and keyword leg at once",
-                    asyncio.gather(asyncio.to_thread(common.embed, [text]), index._keyword_hits(text, DEPTH, None)),
+                    asyncio.gather(
+                        asyncio.to_thread(common.embed, [text]), index._keyword_hits(text, DEPTH, None, slim=True)
+                    ),
                 )
             same += keyword_ids[0] == keyword_ids[1]
             if n == 0:
@@ -158,7 +165,7 @@ def main() -> None:
         served_vector = row["query embedding (torch)"] + row["vector search k=10"]
         print(
             f"{label}: (embedding + hybrid) / (embedding + vector) "
-            f"{(row['query embedding (torch)'] + row['hybrid search (depth 50)']) / served_vector:.2f}, "
+            f"{(row['query embedding (torch)'] + row[HYBRID]) / served_vector:.2f}, "
             f"keyword / (embedding + vector) {row['keyword search k=10'] / served_vector:.2f}"
         )
 
