@@ -38,12 +38,9 @@ def lite_own_paths() -> Iterator[None]:
         collection.execute_search_with_index, collection.Collection._search_sparse, hybrid_backend._augment_table = ours
 
 
-@pytest.fixture
-def collection(tmp_path):
-    from milvus_lite.db import MilvusLite
+def new_collection(db):
     from milvus_lite.schema.types import CollectionSchema, DataType, FieldSchema, Function, FunctionType
 
-    assert lite_bm25.install() and lite_live_rows.install() and lite_meta_filters.install()
     schema = CollectionSchema(
         fields=[
             FieldSchema("id", DataType.VARCHAR, is_primary=True, max_length=64),
@@ -54,13 +51,26 @@ def collection(tmp_path):
         enable_dynamic_field=True,
         functions=[Function("bm25", FunctionType.BM25, ["content"], ["sparse"])],
     )
-    db = MilvusLite(str(tmp_path))
     created = db.create_collection("c", schema)
     created.create_index("vector", {"index_type": "HNSW", "metric_type": "COSINE", "params": {"M": 8}})
     created.create_index("sparse", {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "BM25"})
     created.load()
-    yield created
-    db.close()
+    return created
+
+
+@pytest.fixture
+def db(tmp_path):
+    from milvus_lite.db import MilvusLite
+
+    assert lite_bm25.install() and lite_live_rows.install() and lite_meta_filters.install()
+    opened = MilvusLite(str(tmp_path))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def collection(db):
+    return new_collection(db)
 
 
 def rows(ids: range, rng: np.random.Generator, version: int) -> list[dict]:
@@ -131,7 +141,7 @@ def test_live_rows_and_attribute_columns_are_computed_once_per_segment_set(colle
     cached = lite_live_rows._cache[tuple((s.partition, s.file_path) for s in collection._segment_cache.values())]
     collection.search(["milvus lite"], top_k=5, anns_field="sparse")
     again = lite_live_rows._cache[tuple((s.partition, s.file_path) for s in collection._segment_cache.values())]
-    assert again[1] is cached[1]
+    assert again[2] is cached[2]
     collection.search(query, top_k=5, anns_field="vector", expr='colour == "red"')
     (segment,) = collection._segment_cache.values()
     columns = lite_meta_filters._augmented[id(segment.table)][frozenset({"colour"})]
@@ -141,3 +151,22 @@ def test_live_rows_and_attribute_columns_are_computed_once_per_segment_set(colle
     collection.flush()  # a tombstone: the same segments, other live rows
     hits = collection.search(["milvus lite search vector keyword v0"], top_k=100, anns_field="sparse")[0]
     assert "r5" not in {hit["id"] for hit in hits} and len(hits) == 99
+
+
+def test_a_collection_made_again_under_its_name_is_not_mistaken_for_the_old_one(db) -> None:
+    """Its segment files can have the old ones' names; the live rows kept for those must not be used."""
+    rng = np.random.default_rng(5)
+    old = new_collection(db)
+    for keys in (range(50), range(25)):  # the second segment holds newer versions of r0-r24
+        old.insert(rows(keys, rng, 0))
+        old.flush()
+    assert assert_same_as_lite(old, rng) > 0
+    files = sorted(segment.file_path for segment in old._segment_cache.values())
+    db.drop_collection("c")
+    new = new_collection(db)
+    for keys in (range(50), range(50, 75)):
+        new.insert(rows(keys, rng, 1))
+        new.flush()
+    assert sorted(segment.file_path for segment in new._segment_cache.values()) == files
+    assert assert_same_as_lite(new, rng) > 0
+    assert len(new.search(["milvus lite search v1"], top_k=100, anns_field="sparse")[0]) == 75

@@ -27,7 +27,9 @@ logger = get_logger(name=__name__, category="vector_io::milvus")
 
 _VERSION = "3.2.2"
 _CACHED_SEGMENT_SETS = 32  # about one per collection searched lately; each holds one bool per row
-_cache: OrderedDict[tuple[tuple[str, str], ...], tuple[dict[Any, int], list[np.ndarray]]] = OrderedDict()
+_cache: OrderedDict[tuple[tuple[str, str], ...], tuple[tuple[np.ndarray, ...], dict[Any, int], list[np.ndarray]]] = (
+    OrderedDict()
+)
 _cache_lock = threading.Lock()
 
 
@@ -60,16 +62,23 @@ def _own_path(segments: Sequence[Any], partition_names: list[str] | None) -> boo
 
 def _segment_live_rows(segments: Sequence[Any], delta_index: Any) -> list[np.ndarray]:
     """Per segment, its rows that hold their key's latest version among the segments and no flushed tombstone
-    deletes. Kept per set of segment files and the tombstones it was made with: the arrays are shared, never
-    modify them."""
+    deletes. Kept per set of segments and the tombstones it was made with: the arrays are shared, never modify
+    them."""
     key = tuple((segment.partition, segment.file_path) for segment in segments)
+    seqs = tuple(segment.seqs for segment in segments)
     tombstones = delta_index._map
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None:
             _cache.move_to_end(key)
-    if cached is not None and cached[0] == tombstones:
-        return cached[1]
+    # The same segment objects, not only the same file names: a collection dropped and made again under its name
+    # writes files of the same names. Each entry holds its segments' seqs arrays, so their ids stay theirs.
+    if (
+        cached is not None
+        and all(mine is theirs for mine, theirs in zip(cached[0], seqs, strict=True))
+        and cached[1] == tombstones
+    ):
+        return cached[2]
     newest: dict[Any, int] = {}
     for segment in segments:
         for pk, seq in zip(segment.pks, segment.seqs.tolist(), strict=True):
@@ -87,7 +96,7 @@ def _segment_live_rows(segments: Sequence[Any], delta_index: Any) -> list[np.nda
         for segment in segments
     ]
     with _cache_lock:
-        _cache[key] = (dict(tombstones), masks)
+        _cache[key] = (seqs, dict(tombstones), masks)
         _cache.move_to_end(key)
         while len(_cache) > _CACHED_SEGMENT_SETS:
             _cache.popitem(last=False)
