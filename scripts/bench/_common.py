@@ -237,6 +237,6 @@ def save_results(results: dict, out: Path, stem: str, plot, table) -> None:
     """Writes OUT/STEM.json and its plot OUT/STEM.png, and prints the table."""
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, out / f"{stem}.png")
     print(table(results))
+    plot(results, out / f"{stem}.png")
     print(f"wrote {out / stem}.json and .png in {results['total_s']:.0f} s")

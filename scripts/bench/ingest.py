@@ -11,11 +11,13 @@ done; the clock runs from the first upload to the last file completed. Prints a 
 JSON + PNG to --out.
 
     .venv/bin/python scripts/bench/ingest.py --files 60
+    .venv/bin/python scripts/bench/ingest.py --files 60 --only 'bound onnx,ours'   # the int8 bound and ours alone
 """
 
 import argparse
 import logging
 import mimetypes
+import os
 import subprocess
 import sys
 import tempfile
@@ -65,12 +67,22 @@ def stack_chunks(files: list[Path]) -> dict[str, list[str]]:
     return chunks
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bound(texts: list[str], embedder: str) -> dict:
     common.embed(texts[:64], embedder)  # load and warm up, not timed
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     common.embed(texts, embedder)
     elapsed = time.perf_counter() - started
-    return {"seconds": round(elapsed, 1), "chunks_per_s": round(len(texts) / elapsed, 1)}
+    return {
+        "seconds": round(elapsed, 1),
+        "chunks_per_s": round(len(texts) / elapsed, 1),
+        "cpu_s": round(time.process_time() - cpu, 1),
+    }
 
 
 def ingest(label: str, run_yaml: Path, files: list[Path], chunks: dict[str, list[str]], timeout: float) -> dict:
@@ -85,7 +97,7 @@ def ingest(label: str, run_yaml: Path, files: list[Path], chunks: dict[str, list
             warm = client.vector_stores.create(name="warm-up")
             first = client.files.create(file=files[0].open("rb"), purpose="assistants")
             client.vector_stores.files.create(vector_store_id=warm.id, file_id=first.id)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), cpu_seconds(server.process.pid)
             paths = {client.files.create(file=path.open("rb"), purpose="assistants").id: path for path in files}
             file_ids = list(paths)
             uploaded = time.perf_counter() - started
@@ -103,6 +115,7 @@ def ingest(label: str, run_yaml: Path, files: list[Path], chunks: dict[str, list
                 time.sleep(0.5)
                 batch = client.vector_stores.file_batches.retrieve(batch_id=batch.id, vector_store_id=store.id)
             elapsed = time.perf_counter() - started
+            cpu = cpu_seconds(server.process.pid) - cpu
             failed = {
                 str(paths[f.id].name): f.last_error.message if f.last_error else "?"
                 for f in client.vector_stores.files.list(store.id, limit=100, filter="failed")
@@ -117,6 +130,7 @@ def ingest(label: str, run_yaml: Path, files: list[Path], chunks: dict[str, list
         "seconds": round(elapsed, 1),
         "upload_s": round(uploaded, 1),
         "chunks_per_s": round(ingested / elapsed, 1),
+        "cpu_s": round(cpu, 1),
         "files_completed": batch.file_counts.completed,
     }
     if failed:
@@ -129,12 +143,12 @@ def table(results: dict) -> str:
     lines = [
         f"{results['files']} files, {results['chunks']} chunks ({CHUNK_TOKENS}/{OVERLAP_TOKENS} tokens), "
         f"{results['bytes'] / 1e6:.1f} MB",
-        "| run | seconds | chunks/s | x bound torch | x bound onnx | x builtin |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| run | seconds | CPU s | chunks/s | x bound torch | x bound onnx | x builtin |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, entry in rows.items():
         if "error" in entry:
-            lines.append(f"| {name} | error: {entry['error'][:80]} | | | | |")
+            lines.append(f"| {name} | error: {entry['error'][:80]} | | | | | |")
             continue
         rate = entry["chunks_per_s"]
         ratios = [
@@ -142,7 +156,8 @@ def table(results: dict) -> str:
             for other in ("bound torch", "bound onnx", "builtin")
         ]
         failed = f" ({len(entry['failed'])} file failed)" if entry.get("failed") else ""
-        lines.append(f"| {name}{failed} | {entry['seconds']} | {rate} | " + " | ".join(ratios) + " |")
+        cpu = entry.get("cpu_s", "-")
+        lines.append(f"| {name}{failed} | {entry['seconds']} | {cpu} | {rate} | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
 
 
@@ -174,11 +189,15 @@ def main() -> None:
     parser.add_argument("--deb", help="a downloaded python3.11-doc .deb (default: apt-get download it)")
     parser.add_argument("--sources", type=Path, help="a folder of documents to use instead of the Debian package")
     parser.add_argument("--skip", default="", help="comma-separated runs to skip (e.g. 'ours (torch)')")
+    parser.add_argument(
+        "--only", default="", help="comma-separated runs to make, the others skipped (e.g. 'bound onnx,ours')"
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one server run may take")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and PNG go")
     args = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ingest-docs-") as work:
         sources = args.sources or debian_docs(Path(work), args.deb)
@@ -202,7 +221,7 @@ def main() -> None:
                 "ours": common.RUN_YAML,
             }
             for name, run_yaml in runs.items():
-                if name in skip:
+                if name in skip or (only and name not in only):
                     continue
                 try:
                     if run_yaml is None:

@@ -13,7 +13,11 @@ class OnnxEmbeddingsConfig(BaseModel):
         "~/.cache/llama-stack-milvus/onnx (LLAMA_STACK_MILVUS_CACHE moves it).",
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, le=256, description="ONNX Runtime threads per batch; 0 lets ONNX Runtime choose (all cores)."
+        default=0,
+        ge=0,
+        le=256,
+        description="Threads a batch of texts runs on: this many texts are embedded at once, each pass on one thread; "
+        "0: one per core.",
     )
 
     @classmethod

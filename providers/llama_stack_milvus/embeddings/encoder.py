@@ -1,5 +1,7 @@
 """Mean-pooled, L2-normalised sentence embeddings from the exported ONNX model (what sentence-transformers does)."""
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,13 @@ from .export import EMBEDDING_DIMENSION, MAX_SEQ_LENGTH, MODEL_FILE, TOKENIZER_F
 
 class OnnxEncoder:
     def __init__(self, model_dir: Path, intra_op_threads: int = 0) -> None:
+        """`intra_op_threads` texts are embedded at once (0: one per core), each pass on a single thread.
+
+        Passes of one short text are small: split over two threads, every operator ends in a barrier that waits for
+        the slower thread, and any other work on the cores (Milvus, HTTP, the chunker) stalls both. Two
+        single-threaded passes side by side were 1.3x as fast alone and stayed fast under load (docs/performance.md,
+        Ingestion).
+        """
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -16,10 +25,14 @@ class OnnxEncoder:
         self.tokenizer.enable_truncation(MAX_SEQ_LENGTH)
         self.tokenizer.no_padding()
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        # ONNX Runtime's run() may be called from several threads at once on one session.
         self.session = onnxruntime.InferenceSession(
             str(model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )
+        self.threads = intra_op_threads or len(os.sched_getaffinity(0))
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-encoder") if self.threads > 1 else None
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """One float32 row per text, in input order.
@@ -37,16 +50,19 @@ class OnnxEncoder:
 
     def token_states(self, texts: list[str]) -> list[np.ndarray]:
         """Each text's last hidden states, one row per word piece ([CLS] and [SEP] included), one pass per text."""
-        states = []
-        for encoding in self.tokenizer.encode_batch(texts):
-            input_ids = np.array([encoding.ids], dtype=np.int64)
-            (hidden,) = self.session.run(
-                None,
-                {
-                    "input_ids": input_ids,
-                    "attention_mask": np.ones_like(input_ids),
-                    "token_type_ids": np.zeros_like(input_ids),
-                },
-            )
-            states.append(hidden[0])
-        return states
+        encodings = self.tokenizer.encode_batch(texts)
+        if self._pool is None or len(encodings) == 1:
+            return [self._pass(encoding.ids) for encoding in encodings]
+        return list(self._pool.map(self._pass, [encoding.ids for encoding in encodings]))
+
+    def _pass(self, ids: list[int]) -> np.ndarray:
+        input_ids = np.array([ids], dtype=np.int64)
+        (hidden,) = self.session.run(
+            None,
+            {
+                "input_ids": input_ids,
+                "attention_mask": np.ones_like(input_ids),
+                "token_type_ids": np.zeros_like(input_ids),
+            },
+        )
+        return hidden[0]

@@ -13,7 +13,11 @@ class RerankConfig(BaseModel):
         "default model; default: the one inline::onnx-embeddings uses, exported once into the cache.",
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, le=256, description="ONNX Runtime threads; 0 lets ONNX Runtime choose (all cores)."
+        default=0,
+        ge=0,
+        le=256,
+        description="Threads the passages run on: this many are encoded at once, each pass on one thread; 0: one per "
+        "core.",
     )
 
     @classmethod
