@@ -15,6 +15,9 @@ Search
 - ranker "neural" is checked before the search (no model, an unknown one, one that is not a rerank model: a 400) and
   a failing reranker is a 503 (the mixin's path returns the unreranked list), see rerank.py; its candidates are
   over-fetched like hybrid's;
+- a hybrid search asks the index for the hits it returns, fused from legs `chunk_multiplier` times deeper
+  (hybrid_depth), where the mixin asked for all of the deeper list and cut it here: the same hits, without
+  materialising rows that are then dropped;
 - extra body fields `explain` and `group_by_file` (search_options.py; the request model is made to keep extra
   fields, an unknown one is a 400); explanations go in each hit's content[0].metadata["explanation"] (explain.py);
 - extra body field `quote`: the chunk's best supporting sentence with its offsets, in content[0].metadata["quote"]
