@@ -148,6 +148,22 @@ def candidates() -> dict[str, tuple[str, object]]:
                 quantised("int8-but-ffn-down", lambda node: "/output/dense/" in node and "/attention/" not in node), 1
             ),
         ),
+        "int8 but ffn-down and layer 0": (
+            "int8 weight MatMuls except each layer's feed-forward down-projection and all of layer 0; one text per "
+            "pass",
+            lambda: Encoder(
+                quantised(
+                    "int8-but-ffn-down-layer0",
+                    lambda node: ("/output/dense/" in node and "/attention/" not in node) or "layer.0/" in node,
+                ),
+                1,
+            ),
+        ),
+        "int8 but all output.dense": (
+            "int8 weight MatMuls except every output projection (feed-forward down and attention output); one text "
+            "per pass",
+            lambda: Encoder(quantised("int8-but-output-dense", lambda node: "/output/dense/" in node), 1),
+        ),
         "int8 weights edges-fp32": (
             "as shipped, with layers 0 and 5 entirely fp32; one text per pass",
             lambda: Encoder(
