@@ -31,8 +31,8 @@ class OnnxEncoder:
         self.session = onnxruntime.InferenceSession(
             str(model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )
-        self.threads = intra_op_threads or len(os.sched_getaffinity(0))
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-encoder") if self.threads > 1 else None
+        threads = intra_op_threads or len(os.sched_getaffinity(0))
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="onnx-encoder") if threads > 1 else None
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """One float32 row per text, in input order.

@@ -14,10 +14,11 @@ Where the installed Milvus Lite is not 3.2.2, nothing is replaced.
 """
 
 import contextlib
+import itertools
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -79,21 +80,14 @@ def _segment_live_rows(segments: Sequence[Any], delta_index: Any) -> list[np.nda
         and cached[1] == tombstones
     ):
         return cached[2]
+    rows = [list(zip(segment.pks, segment.seqs.tolist(), strict=True)) for segment in segments]
     newest: dict[Any, int] = {}
-    for segment in segments:
-        for pk, seq in zip(segment.pks, segment.seqs.tolist(), strict=True):
-            if seq > newest.get(pk, -1):
-                newest[pk] = seq
+    for pk, seq in itertools.chain.from_iterable(rows):
+        if seq > newest.get(pk, -1):
+            newest[pk] = seq
     masks = [
-        np.fromiter(
-            (
-                newest[pk] == seq and tombstones.get(pk, -1) <= seq
-                for pk, seq in zip(segment.pks, segment.seqs.tolist(), strict=True)
-            ),
-            dtype=bool,
-            count=len(segment.pks),
-        )
-        for segment in segments
+        np.fromiter((newest[pk] == seq and tombstones.get(pk, -1) <= seq for pk, seq in keyed), bool, len(keyed))
+        for keyed in rows
     ]
     with _cache_lock:
         _cache[key] = (seqs, dict(tombstones), masks)
@@ -158,6 +152,15 @@ def _row(table: Any, row: int, names: list[str]) -> dict:
     return record
 
 
+def _found(local_ids: np.ndarray, distances: np.ndarray) -> Iterator[tuple[int, int, float]]:
+    """(query, local id, distance) of each result of an index search; a query's results end at the first -1."""
+    for query, (ids, row_distances) in enumerate(zip(local_ids, distances, strict=True)):
+        for local_id, distance in zip(ids.tolist(), row_distances.tolist(), strict=True):
+            if local_id < 0:
+                break
+            yield query, local_id, distance
+
+
 def _newest_in_segments(segments: Sequence[Any], pk: Any) -> int:
     rows = ((segment, segment.pk_to_row.get(pk)) for segment in segments)
     return max((int(segment.seqs[row]) for segment, row in rows if row is not None), default=-1)
@@ -218,12 +221,8 @@ def _search_dense(
         local_ids, distances = index.search(
             query_vectors, top_k, valid_mask=None if live.all() else live, params=search_params
         )
-        for q in range(nq):
-            for j in range(top_k):
-                local_id = int(local_ids[q, j])
-                if local_id < 0:
-                    break
-                candidates[q].append((float(distances[q, j]), source, local_id))
+        for query, local_id, distance in _found(local_ids, distances):
+            candidates[query].append((distance, source, local_id))
 
     if compiled_filter is not None:
         from milvus_lite.search.filter import evaluate_mask
@@ -265,14 +264,14 @@ def _search_dense(
         def project_entity(record: dict) -> dict:
             return {k: record[k] for k in keep if k in record}
 
+    columns = [_columns(segment.table, output_fields, pk_field) for segment in segments]
     results = []
     for per_query in candidates:
         per_query.sort(key=lambda candidate: (candidate[0], candidate[1], candidate[2]))
         hits = []
         for distance, source, local_id in per_query[:top_k]:
             if source < len(segments):
-                table = segments[source].table
-                record = _row(table, local_id, _columns(table, output_fields, pk_field))
+                record = _row(segments[source].table, local_id, columns[source])
             else:
                 record = memtable.materialize_row(*mt_row_refs[local_id])
             pk = record.get(pk_field) if pk_field in record else sources[source][local_id]
@@ -334,14 +333,10 @@ def _search_sparse(
         if not live.any():
             continue
         local_ids, distances = _search_prepared_sparse_index(index, query_sparse, top_k, valid_mask=live)
-        for qi in range(nq):
-            for j in range(top_k):
-                local_id = int(local_ids[qi, j])
-                if local_id < 0:
-                    break
-                candidates[qi].append((float(distances[qi, j]), segment.pks[local_id], (table, local_id)))
+        for query, local_id, distance in _found(local_ids, distances):
+            candidates[query].append((distance, segment.pks[local_id], (table, local_id)))
 
-    # The memtable, from here on Lite's code unchanged: its index is rebuilt each search (small and mutable).
+    # The memtable's rows as Lite searches them: an index rebuilt each search (small and mutable).
     mt_pks, mt_sparse, mt_refs = [], [], []
     for pk, seq, record in self._memtable.active_record_snapshots(partition_names=partition_names):
         if delta_snap.is_deleted(pk, seq) or max(mt_newest.get(pk, -1), _newest_in_segments(segments, pk)) > seq:
@@ -361,12 +356,8 @@ def _search_sparse(
         mt_index = create_sparse_index(metric_type, index_params)
         mt_index.build(mt_sparse, valid_mask=mt_valid)
         local_ids, distances = _search_prepared_sparse_index(mt_index, query_sparse, top_k)
-        for qi in range(nq):
-            for j in range(top_k):
-                local_id = int(local_ids[qi, j])
-                if local_id < 0:
-                    break
-                candidates[qi].append((float(distances[qi, j]), mt_pks[local_id], mt_refs[local_id]))
+        for query, local_id, distance in _found(local_ids, distances):
+            candidates[query].append((distance, mt_pks[local_id], mt_refs[local_id]))
 
     def from_memtable(source: Any) -> bool:
         return isinstance(source, tuple) and bool(source) and isinstance(source[0], dict)
