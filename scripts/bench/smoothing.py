@@ -1,15 +1,16 @@
 """Chooses the smoothing strengths (alpha per kind of MatMul input) of the default embedding export by cosine to
 fp32, on text in neither evaluation set.
 
-    .venv/bin/python scripts/bench/smoothing.py [--alphas 0.5,0.7,0.8,0.85,0.9,1.0]
+    .venv/bin/python scripts/bench/smoothing.py [--alphas 0.5,0.7,0.8,0.85,0.9,1.0] [--gptq]
 
 The package's calibration text (this project's own docs) is split in two: even passages calibrate (max |X_j| of
 each MatMul input), odd passages are held out. Each candidate is smoothed from the fp32 export, quantised as the
 shipped exports are, and each held-out passage's vector compared with the fp32 export's (cosine: mean, min). First
 one alpha for every kind (--alphas), then, from the best of those, each kind in turn tries every alpha and no
-smoothing, keeping the best. The plain int8 export (no smoothing) is the baseline of the same run. nDCG on
-pyfaq/debfaq plays no part here: embedders.py measures the chosen setting on both sets afterwards.
-Writes results/smoothing.json and prints a markdown table.
+smoothing, keeping the best. Weights are rounded to nearest, or with --gptq as the shipped export rounds them
+(export.round_weights, calibrated on the same half). The plain int8 export (no smoothing) is the baseline of the
+same run. nDCG on pyfaq/debfaq plays no part here: embedders.py measures the chosen setting on both sets afterwards.
+Writes results/smoothing.json (smoothing_gptq.json) and prints a markdown table.
 """
 
 import argparse
@@ -26,6 +27,7 @@ from llama_stack_milvus.embeddings.export import (
     _quantise,
     calibration_texts,
     packaged_model_dir,
+    round_weights,
     smooth,
 )
 
@@ -35,6 +37,7 @@ KINDS = tuple(SMOOTHING_ALPHA)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alphas", default="0.5,0.7,0.8,0.85,0.9,1.0")
+    parser.add_argument("--gptq", action="store_true", help="round the weights as the shipped export does")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     grid = [float(a) for a in args.alphas.split(",")]
@@ -54,6 +57,8 @@ def main() -> None:
                     source = work / "smoothed.onnx"
                     smooth(fp32_model(), source, packaged_model_dir() / TOKENIZER_FILE, calibrate, alphas)
                 _quantise(source, work / "int8.onnx")
+                if args.gptq:
+                    round_weights(source, work / "int8.onnx", packaged_model_dir() / TOKENIZER_FILE, calibrate)
                 cosine = np.sum(Encoder(work / "int8.onnx", 1).encode(held_out) * reference, axis=1)
                 rows[name] = {
                     "mean_cosine": round(float(cosine.mean()), 5),
@@ -67,13 +72,14 @@ def main() -> None:
         for kind in KINDS:
             best = max(({**best, kind: alpha} for alpha in [None, *grid]), key=score)
     result = {
+        "weights": "gptq" if args.gptq else "round to nearest",
         "calibration_passages": len(calibrate),
         "held_out_passages": len(held_out),
         "best": best,
         "exports": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "smoothing.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"smoothing{'_gptq' if args.gptq else ''}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"best: {best}\n| int8 export, alpha per MatMul input | held-out cosine to fp32, mean | min |")
     print("| --- | ---: | ---: |")
     for name, row in rows.items():
