@@ -2,6 +2,10 @@
 fp32, on text in neither evaluation set.
 
     .venv/bin/python scripts/bench/smoothing.py [--alphas 0.5,0.7,0.8,0.85,0.9,1.0] [--gptq]
+    .venv/bin/python scripts/bench/smoothing.py --speed 5
+
+--speed N: no sweep; the shipped plain and smoothed exports, as the provider loads them (2 threads), embed all the
+calibration passages in turn, N rounds, A B B A order; prints each one's passages/s and the ratio per round.
 
 The package's calibration text (this project's own docs) is split in two: even passages calibrate (max |X_j| of
 each MatMul input), odd passages are held out. Each candidate is smoothed from the fp32 export, quantised as the
@@ -16,16 +20,21 @@ Writes results/smoothing.json (smoothing_gptq.json) and prints a markdown table.
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 from embedders import RESULTS, Encoder, fp32_model
 
+from llama_stack_milvus.embeddings.encoder import OnnxEncoder
 from llama_stack_milvus.embeddings.export import (
+    PLAIN_MODEL_ID,
+    SMOOTH_MODEL_ID,
     SMOOTHING_ALPHA,
     TOKENIZER_FILE,
     _quantise,
     calibration_texts,
+    ensure_onnx_model,
     packaged_model_dir,
     round_weights,
     smooth,
@@ -38,8 +47,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alphas", default="0.5,0.7,0.8,0.85,0.9,1.0")
     parser.add_argument("--gptq", action="store_true", help="round the weights as the shipped export does")
+    parser.add_argument("--speed", type=int, default=0, help="rounds of plain vs smoothed timing instead")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.speed:
+        return speed(args.speed)
     grid = [float(a) for a in args.alphas.split(",")]
     texts = calibration_texts()
     calibrate, held_out = texts[0::2], texts[1::2]
@@ -84,6 +96,26 @@ def main() -> None:
     print("| --- | ---: | ---: |")
     for name, row in rows.items():
         print(f"| {name} | {row['mean_cosine']:.5f} | {row['min_cosine']:.5f} |")
+
+
+def speed(rounds: int) -> None:
+    texts = calibration_texts()
+    encoders = {
+        model: OnnxEncoder(ensure_onnx_model(model), intra_op_threads=2) for model in (PLAIN_MODEL_ID, SMOOTH_MODEL_ID)
+    }
+    for encoder in encoders.values():
+        encoder.encode(texts[:8])
+    for round_ in range(rounds):
+        rates = {}
+        for model in (PLAIN_MODEL_ID, SMOOTH_MODEL_ID) if round_ % 2 == 0 else (SMOOTH_MODEL_ID, PLAIN_MODEL_ID):
+            started = time.perf_counter()
+            encoders[model].encode(texts)
+            rates[model] = len(texts) / (time.perf_counter() - started)
+        print(
+            f"round {round_ + 1}: plain {rates[PLAIN_MODEL_ID]:.1f}/s, smoothed {rates[SMOOTH_MODEL_ID]:.1f}/s, "
+            f"smoothed/plain {rates[SMOOTH_MODEL_ID] / rates[PLAIN_MODEL_ID]:.3f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
