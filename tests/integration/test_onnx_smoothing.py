@@ -70,3 +70,19 @@ def test_exports_are_separate_and_unknown_ids_are_refused():
     assert ensure_onnx_model() == ensure_onnx_model(SMOOTH_MODEL_ID)
     with pytest.raises(ValueError, match="all-MiniLM-L12-v2"):
         ensure_onnx_model("all-MiniLM-L12-v2")
+
+
+async def test_the_provider_lists_both_exports_and_builds_only_the_one_used(tmp_path, monkeypatch):
+    from llama_stack_api import OpenAIEmbeddingsRequestWithExtraBody
+
+    from llama_stack_milvus.embeddings.config import OnnxEmbeddingsConfig
+    from llama_stack_milvus.embeddings.impl import OnnxEmbeddingsImpl
+
+    monkeypatch.setenv("LLAMA_STACK_MILVUS_CACHE", str(tmp_path))
+    impl = OnnxEmbeddingsImpl(OnnxEmbeddingsConfig())
+    impl.__provider_id__ = "onnx"
+    assert [model.identifier for model in await impl.list_models()] == [SMOOTH_MODEL_ID, PLAIN_MODEL_ID]
+    # A stack whose stores all use the plain export (made before the smoothed one existed) never builds the other.
+    response = await impl.openai_embeddings(OpenAIEmbeddingsRequestWithExtraBody(model=PLAIN_MODEL_ID, input="a b"))
+    assert len(response.data[0].embedding) == 384
+    assert [path.name.rsplit("-", 1)[0] for path in (tmp_path / "onnx").iterdir()] == [PLAIN_MODEL_ID]
