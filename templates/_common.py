@@ -13,9 +13,11 @@ EMBEDDING_PROVIDER_ID = "sentence-transformers"
 # The stack then names the model "sentence-transformers/all-MiniLM-L6-v2".
 EMBEDDING_PROVIDER_MODEL_ID = "all-MiniLM-L6-v2"
 # The same weights through ONNX Runtime with int8 MatMuls (exported locally by `llama-stack-milvus-prepare`):
-# "onnx/all-MiniLM-L6-v2-int8".
+# "onnx/all-MiniLM-L6-v2-int8-smooth", activations smoothed before quantisation (closer to fp32). The provider also
+# serves the plain export, "onnx/all-MiniLM-L6-v2-int8", which stores made before keep using.
 ONNX_PROVIDER_ID = "onnx"
-ONNX_MODEL_ID = "all-MiniLM-L6-v2-int8"
+ONNX_MODEL_ID = "all-MiniLM-L6-v2-int8-smooth"
+ONNX_PLAIN_MODEL_ID = "all-MiniLM-L6-v2-int8"
 EMBEDDING_DIMENSION = 384
 # New stores embed with this model unless vector_stores.create names another; both models stay registered, so
 # stores made with either keep working whichever is the default.
@@ -61,13 +63,16 @@ def embedding_providers() -> list[dict[str, Any]]:
 
 def embedding_models() -> list[dict[str, Any]]:
     return [
-        {
-            "model_id": ONNX_MODEL_ID,
-            "provider_id": ONNX_PROVIDER_ID,
-            "provider_model_id": ONNX_MODEL_ID,
-            "model_type": "embedding",
-            "metadata": {"embedding_dimension": EMBEDDING_DIMENSION},
-        },
+        *(
+            {
+                "model_id": model_id,
+                "provider_id": ONNX_PROVIDER_ID,
+                "provider_model_id": model_id,
+                "model_type": "embedding",
+                "metadata": {"embedding_dimension": EMBEDDING_DIMENSION},
+            }
+            for model_id in (ONNX_MODEL_ID, ONNX_PLAIN_MODEL_ID)
+        ),
         {
             "model_id": "all-MiniLM-L6-v2",
             "provider_id": EMBEDDING_PROVIDER_ID,

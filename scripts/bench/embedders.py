@@ -28,6 +28,9 @@ from llama_stack_milvus.embeddings.encoder import OnnxEncoder
 from llama_stack_milvus.embeddings.export import (
     EMBEDDING_DIMENSION,
     MAX_SEQ_LENGTH,
+    PLAIN_MODEL_ID,
+    SMOOTH_MODEL_ID,
+    SMOOTHING_ALPHA,
     TOKENIZER_FILE,
     _export_fp32,
     ensure_onnx_model,
@@ -39,7 +42,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # in fp32 by itself (it quantises MatMuls with a constant weight only): the shipped export already does.
 ATTENTION_PRODUCTS = ("attention/self/MatMul", "attention/self/MatMul_1")
 # Candidates whose vectors quality.py embeds too: the same cache.
-SHARED_CACHE = {"torch": "torch", "int8 shipped": "onnx"}
+SHARED_CACHE = {"torch": "torch", "int8 plain": "onnx"}
 
 
 def work_dir() -> Path:
@@ -128,9 +131,14 @@ class Torch:
 def candidates() -> dict[str, tuple[str, object]]:
     """name -> (what it is, a factory of something with encode(texts))."""
     return {
-        "int8 shipped": (
-            "the distribution's export: every MatMul int8, one text per pass",
-            lambda: OnnxEncoder(ensure_onnx_model(), intra_op_threads=common.THREADS),
+        "int8 plain": (
+            f"{PLAIN_MODEL_ID} (the default until {SMOOTH_MODEL_ID}): every weight MatMul int8, one text per pass",
+            lambda: OnnxEncoder(ensure_onnx_model(PLAIN_MODEL_ID), intra_op_threads=common.THREADS),
+        ),
+        "int8 smooth": (
+            f"{SMOOTH_MODEL_ID}, the default: as plain, activations smoothed per channel first (SmoothQuant, alpha "
+            f"{SMOOTHING_ALPHA}), weights rounded by GPTQ, one text per pass",
+            lambda: OnnxEncoder(ensure_onnx_model(SMOOTH_MODEL_ID), intra_op_threads=common.THREADS),
         ),
         "fp32 onnx": ("fp32 export, graph optimisation ALL, one text per pass", lambda: Encoder(fp32_model(), 1)),
         "fp32 onnx batched": (
@@ -184,7 +192,9 @@ def corpus_texts(folder: Path) -> tuple[list[str], list[str], list[str], dict]:
 
 
 def cached(name: str, key: str, texts: list[str], encoder_factory) -> np.ndarray:
-    path = work_dir() / "vectors" / f"{key}-{hashlib.sha256(name.encode()).hexdigest()[:8]}.npy"
+    # The description says what the export is (its parameters too): a changed recipe gets fresh vectors.
+    recipe = name + candidates()[name][0]
+    path = work_dir() / "vectors" / f"{key}-{hashlib.sha256(recipe.encode()).hexdigest()[:8]}.npy"
     if path.exists():
         return np.load(path)
     started = time.perf_counter()
@@ -195,8 +205,9 @@ def cached(name: str, key: str, texts: list[str], encoder_factory) -> np.ndarray
     return vectors
 
 
-def quality(name: str, factory, sets: dict) -> dict:
-    found = {}
+def quality(name: str, factory, sets: dict) -> tuple[dict, dict]:
+    """nDCG@10 on each set, and the cosine of each passage's vector to torch's (mean, min)."""
+    found, cosines = {}, {}
     for set_name, (doc_ids, doc_texts, query_ids, data) in sets.items():
         query_texts = [data.queries[q] for q in query_ids]
         corpus_key = common.file_digest(data.folder / "corpus.jsonl")
@@ -214,7 +225,10 @@ def quality(name: str, factory, sets: dict) -> dict:
             query_vectors = cached(name, f"{set_name}-queries-{query_key}", query_texts, factory)
         rankings = dense_rankings(query_ids, query_vectors, doc_ids, doc_vectors, 10)
         found[set_name] = metrics(rankings, data.qrels)["ndcg@10"]
-    return found
+        reference = common.cached_embeddings(f"corpus-{corpus_key}-title+text", doc_texts, "corpus", embedder="torch")
+        cosine = np.sum(doc_vectors * reference, axis=1)
+        cosines[set_name] = [round(float(cosine.mean()), 5), round(float(cosine.min()), 5)]
+    return found, cosines
 
 
 def rate(encoder, texts: list[str]) -> float:
@@ -243,12 +257,12 @@ def main() -> None:
     torch = Torch()
     torch.encode(sample[:8])  # loads the model outside the clock
     if not args.no_quality:
-        results["torch"] = quality("torch", Torch, sets)
+        results["torch"] = quality("torch", Torch, sets)[0]
         print(f"torch fp32: {results['torch']}", file=sys.stderr)
     for name, (description, factory) in chosen.items():
         entry: dict = {"description": description}
         if not args.no_quality:
-            entry["ndcg@10"] = quality(name, factory, sets)
+            entry["ndcg@10"], entry["cosine_to_torch"] = quality(name, factory, sets)
         if not args.no_speed:
             encoder = factory()
             encoder.encode(sample[:8])
@@ -265,13 +279,15 @@ def main() -> None:
 
 def table(results: dict, names: list[str]) -> str:
     lines = [
-        "| export | " + " | ".join(f"{n} nDCG@10 (vs torch)" for n in names) + " | passages/s | x torch (same run) |",
-        "| --- |" + " ---: |" * (len(names) + 2),
+        "| export | "
+        + " | ".join(f"{n} nDCG@10 (vs torch) | {n} cosine to torch, mean / min" for n in names)
+        + " | passages/s | x torch (same run) |",
+        "| --- |" + " ---: |" * (2 * len(names) + 2),
     ]
     if "torch" in results:
         lines.append(
             "| torch fp32 (sentence-transformers) | "
-            + " | ".join(f"{results['torch'][n]:.4f}" for n in names)
+            + " | ".join(f"{results['torch'][n]:.4f} | 1" for n in names)
             + " | | 1.00 |"
         )
     for name, entry in results["candidates"].items():
@@ -279,8 +295,9 @@ def table(results: dict, names: list[str]) -> str:
         for n in names:
             if "ndcg@10" in entry:
                 cells.append(f"{entry['ndcg@10'][n]:.4f} ({entry['ndcg@10'][n] - results['torch'][n]:+.4f})")
+                cells.append(" / ".join(f"{c:.4f}" for c in entry["cosine_to_torch"][n]))
             else:
-                cells.append("")
+                cells += ["", ""]
         speed = [str(entry.get("per_s", "")), f"{entry['x_torch']:.2f}" if "x_torch" in entry else ""]
         lines.append(f"| {name}: {entry['description']} | " + " | ".join(cells + speed) + " |")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
-"""inline::onnx-embeddings: the int8 export of all-MiniLM-L6-v2 agrees with sentence-transformers and serves the
-distribution's stores (the default model) next to the torch model."""
+"""inline::onnx-embeddings: the int8 exports of all-MiniLM-L6-v2 agree with sentence-transformers and serve the
+distribution's stores (the smoothed export by default, the plain one for stores made with it) next to the torch
+model."""
 
 import base64
 import os
@@ -14,7 +15,8 @@ from llama_stack_client import LlamaStackClient
 from llama_stack_milvus.embeddings.encoder import OnnxEncoder
 from llama_stack_milvus.embeddings.export import MODEL_FILE, ensure_onnx_model
 
-ONNX_MODEL = "onnx/all-MiniLM-L6-v2-int8"
+ONNX_MODEL = "onnx/all-MiniLM-L6-v2-int8-smooth"
+PLAIN_ONNX_MODEL = "onnx/all-MiniLM-L6-v2-int8"
 TORCH_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -73,14 +75,16 @@ def test_order_and_batching_do_not_change_a_vector(onnx_encoder):
 
 
 @pytest.mark.server
-def test_the_distribution_embeds_with_onnx_by_default_and_keeps_the_torch_model(stack_server):
+def test_the_distribution_embeds_with_onnx_by_default_and_keeps_the_other_models(stack_server):
+    """New stores get the smoothed export; a store made with the plain export (the default before) or torch keeps
+    embedding with its own model."""
     client = LlamaStackClient(base_url=stack_server.base_url, timeout=120, max_retries=0)
     models = {m.id: m for m in client.models.list()}
-    assert {ONNX_MODEL, TORCH_MODEL} <= set(models)
+    assert {ONNX_MODEL, PLAIN_ONNX_MODEL, TORCH_MODEL} <= set(models)
     doc = testdocs.SINGLE[0]
     file_id = client.files.create(file=(doc.filename, doc.data()), purpose="assistants").id
     found = {}
-    for model in (None, TORCH_MODEL):
+    for model in (None, PLAIN_ONNX_MODEL, TORCH_MODEL):
         extra = {} if model is None else {"embedding_model": model, "embedding_dimension": 384}
         store = client.vector_stores.create(name=f"onnx-{model}", extra_body=extra)
         assert store.metadata["embedding_model"] == (model or ONNX_MODEL)
@@ -92,8 +96,9 @@ def test_the_distribution_embeds_with_onnx_by_default_and_keeps_the_torch_model(
         hits = client.vector_stores.search(store.id, query=doc.question, max_num_results=3).data
         assert doc.phrase in testdocs.normalise(hits[0].content[0].text)
         found[model] = hits[0].score
-    # Same chunk, near-identical cosine from both models.
+    # Same chunk, near-identical cosine from every model.
     assert abs(found[None] - found[TORCH_MODEL]) < 0.05, found
+    assert abs(found[PLAIN_ONNX_MODEL] - found[TORCH_MODEL]) < 0.05, found
 
 
 @pytest.mark.server
@@ -103,6 +108,14 @@ def test_embeddings_endpoint_validates_its_input(stack_server):
         assert ok.status_code == 200, ok.text
         vector = np.frombuffer(base64.b64decode(ok.json()["data"][1]["embedding"]), dtype="<f4")
         assert vector.shape == (384,)
+        # Both exports answer, each with its own vectors.
+        text = "How do I copy a file in Python?"
+        vectors = []
+        for model in (ONNX_MODEL, PLAIN_ONNX_MODEL):
+            response = http.post("/v1/embeddings", json={"model": model, "input": text})
+            assert response.status_code == 200, response.text
+            vectors.append(np.array(response.json()["data"][0]["embedding"]))
+        assert 0.98 < float(vectors[0] @ vectors[1]) < 0.99999
         for body, expected in (
             ({"model": ONNX_MODEL, "input": []}, "at least 1"),
             ({"model": "onnx/all-MiniLM-L12-v2", "input": "a"}, "all-MiniLM-L12-v2"),

@@ -9,8 +9,9 @@ class OnnxEmbeddingsConfig(BaseModel):
 
     model_dir: Path | None = Field(
         default=None,
-        description="Folder holding model.onnx and tokenizer.json; default: exported once into "
-        "~/.cache/llama-stack-milvus/onnx (LLAMA_STACK_MILVUS_CACHE moves it).",
+        description="Folder holding model.onnx and tokenizer.json for the default model, "
+        "all-MiniLM-L6-v2-int8-smooth; default: exported once into ~/.cache/llama-stack-milvus/onnx "
+        "(LLAMA_STACK_MILVUS_CACHE moves it). all-MiniLM-L6-v2-int8 is always exported there.",
     )
     intra_op_threads: int = Field(
         default=0,

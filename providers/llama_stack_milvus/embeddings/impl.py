@@ -1,4 +1,8 @@
-"""Inference provider `inline::onnx-embeddings`: embeddings only, from the int8 ONNX export of all-MiniLM-L6-v2."""
+"""Inference provider `inline::onnx-embeddings`: embeddings only, from int8 ONNX exports of all-MiniLM-L6-v2.
+
+It serves every export in export.MODEL_IDS: new stores get the default (the smoothed export), and a store made with
+an older export keeps embedding its queries and files with that one. Each export is built and loaded on first use.
+"""
 
 import asyncio
 import base64
@@ -23,9 +27,7 @@ from ..errors import InvalidRequestError
 from .batcher import EmbeddingBatcher
 from .config import OnnxEmbeddingsConfig
 from .encoder import OnnxEncoder
-from .export import EMBEDDING_DIMENSION, ensure_onnx_model
-
-MODEL_ID = "all-MiniLM-L6-v2-int8"
+from .export import EMBEDDING_DIMENSION, MODEL_IDS, SMOOTH_MODEL_ID, ensure_onnx_model
 
 
 class OnnxEmbeddingsImpl(InferenceProvider, ModelsProtocolPrivate):
@@ -33,7 +35,7 @@ class OnnxEmbeddingsImpl(InferenceProvider, ModelsProtocolPrivate):
 
     def __init__(self, config: OnnxEmbeddingsConfig) -> None:
         self.config = config
-        self._batcher: EmbeddingBatcher | None = None
+        self._batchers: dict[str, EmbeddingBatcher] = {}
         self._load_lock = asyncio.Lock()
 
     async def initialize(self) -> None:
@@ -48,19 +50,17 @@ class OnnxEmbeddingsImpl(InferenceProvider, ModelsProtocolPrivate):
     async def list_models(self) -> list[Model] | None:
         return [
             Model(
-                identifier=MODEL_ID,
-                provider_resource_id=MODEL_ID,
+                identifier=model_id,
+                provider_resource_id=model_id,
                 provider_id=self.__provider_id__,
                 metadata={"embedding_dimension": EMBEDDING_DIMENSION},
                 model_type=ModelType.embedding,
             )
+            for model_id in MODEL_IDS
         ]
 
     async def register_model(self, model: Model) -> Model:
-        if model.provider_resource_id != MODEL_ID:
-            raise InvalidRequestError(
-                f"inline::onnx-embeddings serves only '{MODEL_ID}', not '{model.provider_resource_id}'"
-            )
+        _check_model(model.provider_resource_id)
         return model
 
     async def unregister_model(self, model_id: str) -> None:
@@ -68,15 +68,13 @@ class OnnxEmbeddingsImpl(InferenceProvider, ModelsProtocolPrivate):
 
     async def openai_embeddings(self, params: OpenAIEmbeddingsRequestWithExtraBody) -> OpenAIEmbeddingsResponse:
         validate_embeddings_input_is_text(params)
-        # The router passes "onnx/<anything>" through as <anything> when no such model is registered.
-        if params.model != MODEL_ID:
-            raise InvalidRequestError(f"inline::onnx-embeddings serves only '{MODEL_ID}', not '{params.model}'")
+        _check_model(params.model)
         texts = [params.input] if isinstance(params.input, str) else list(params.input)
         if not texts:
             raise InvalidRequestError("input must hold at least one text")
         if params.dimensions is not None and params.dimensions != EMBEDDING_DIMENSION:
-            raise InvalidRequestError(f"{MODEL_ID} gives {EMBEDDING_DIMENSION} dimensions, not {params.dimensions}")
-        vectors = await (await self._get_batcher()).embed(texts)
+            raise InvalidRequestError(f"{params.model} gives {EMBEDDING_DIMENSION} dimensions, not {params.dimensions}")
+        vectors = await (await self._get_batcher(params.model)).embed(texts)
         data = [
             OpenAIEmbeddingData(
                 embedding=base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
@@ -90,17 +88,29 @@ class OnnxEmbeddingsImpl(InferenceProvider, ModelsProtocolPrivate):
             data=data, model=params.model, usage=OpenAIEmbeddingUsage(prompt_tokens=-1, total_tokens=-1)
         )
 
-    async def _get_batcher(self) -> EmbeddingBatcher:
-        # Loaded on first use, like the sentence-transformers provider, so a stack that never embeds never pays.
+    async def _get_batcher(self, model_id: str) -> EmbeddingBatcher:
+        # Loaded on first use, like the sentence-transformers provider, so a stack that never embeds (or never
+        # with this model) never pays.
         async with self._load_lock:
-            if self._batcher is None:
-                model_dir = self.config.model_dir or await asyncio.to_thread(ensure_onnx_model)
+            if model_id not in self._batchers:
+                if model_id == SMOOTH_MODEL_ID and self.config.model_dir:
+                    model_dir = self.config.model_dir
+                else:
+                    model_dir = await asyncio.to_thread(ensure_onnx_model, model_id)
                 encoder = await asyncio.to_thread(OnnxEncoder, model_dir, self.config.intra_op_threads)
-                self._batcher = EmbeddingBatcher(encoder.encode)
-        return self._batcher
+                self._batchers[model_id] = EmbeddingBatcher(encoder.encode)
+        return self._batchers[model_id]
 
     async def openai_completion(self, params: OpenAICompletionRequestWithExtraBody) -> OpenAICompletion:
         raise NotImplementedError("inline::onnx-embeddings serves embeddings only")
 
     async def openai_chat_completion(self, params: OpenAIChatCompletionRequestWithExtraBody) -> OpenAIChatCompletion:
         raise NotImplementedError("inline::onnx-embeddings serves embeddings only")
+
+
+def _check_model(model_id: str) -> None:
+    # The router passes "onnx/<anything>" through as <anything> when no such model is registered.
+    if model_id not in MODEL_IDS:
+        raise InvalidRequestError(
+            f"inline::onnx-embeddings serves {' and '.join(repr(m) for m in MODEL_IDS)}, not {model_id!r}"
+        )

@@ -26,7 +26,7 @@ from llama_stack_api import (
 )
 from llama_stack_api.inference import RerankRequest
 
-from ..embeddings.export import ensure_onnx_model
+from ..embeddings.export import PLAIN_MODEL_ID, ensure_onnx_model
 from ..errors import InvalidRequestError
 from .config import RerankConfig
 from .scorers import CrossEncoderScorer, LateInteractionScorer, Scorer
@@ -99,7 +99,8 @@ class RerankImpl(InferenceProvider, ModelsProtocolPrivate):
         # Loaded on first use: a stack that never reranks never pays for it.
         async with self._load_lock:
             if model not in self._scorers:
-                model_dir = self.config.model_dir or await asyncio.to_thread(ensure_onnx_model)
+                # Its figures (docs/performance.md) were measured on the plain export.
+                model_dir = self.config.model_dir or await asyncio.to_thread(ensure_onnx_model, PLAIN_MODEL_ID)
                 self._scorers[model] = await asyncio.to_thread(
                     LateInteractionScorer, model_dir, self.config.intra_op_threads
                 )
