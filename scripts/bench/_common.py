@@ -17,7 +17,11 @@ RUN_YAML = ROOT / "distributions" / "milvus-embedded" / "run.yaml"
 MODULE = "llama_stack_milvus"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # The stack's model id for each in-process embedder; a store must embed queries with the model of its chunks.
-STACK_MODEL_IDS = {"torch": EMBEDDING_MODEL, "onnx": "onnx/all-MiniLM-L6-v2-int8"}
+STACK_MODEL_IDS = {
+    "torch": EMBEDDING_MODEL,
+    "onnx": "onnx/all-MiniLM-L6-v2-int8",
+    "smooth": "onnx/all-MiniLM-L6-v2-int8-smooth",
+}
 EMBEDDING_DIMENSION = 384
 THREADS = 2  # the machines here have 2 cores shared with other jobs
 # huggingface_hub reads these once, when first imported (by whichever module imports it first): set before any.
@@ -82,7 +86,7 @@ def cache_root() -> Path:
 
 
 _torch_model = None
-_onnx_encoder = None
+_onnx_encoders: dict = {}
 
 
 def torch_model():
@@ -100,21 +104,21 @@ def torch_model():
     return _torch_model
 
 
-def onnx_encoder():
-    """The plain int8 ONNX export our inline::onnx-embeddings provider serves, loaded the same way: the export the
-    benches' cached "-onnx" vectors and published figures were made with (embedders.py measures the smoothed one)."""
-    global _onnx_encoder
-    if _onnx_encoder is None:
+def onnx_encoder(embedder: str = "onnx"):
+    """One of the int8 ONNX exports our inline::onnx-embeddings provider serves, loaded the same way: "onnx" is the
+    plain export (the benches' cached "-onnx" vectors and most published figures), "smooth" the default since."""
+    if embedder not in _onnx_encoders:
         from llama_stack_milvus.embeddings.encoder import OnnxEncoder
-        from llama_stack_milvus.embeddings.export import PLAIN_MODEL_ID, ensure_onnx_model
+        from llama_stack_milvus.embeddings.export import ensure_onnx_model
 
-        _onnx_encoder = OnnxEncoder(ensure_onnx_model(PLAIN_MODEL_ID), intra_op_threads=THREADS)
-    return _onnx_encoder
+        model_id = STACK_MODEL_IDS[embedder].removeprefix("onnx/")
+        _onnx_encoders[embedder] = OnnxEncoder(ensure_onnx_model(model_id), intra_op_threads=THREADS)
+    return _onnx_encoders[embedder]
 
 
 def embed(texts: list[str], embedder: str = "torch", batch_size: int = 32, progress: bool = False) -> np.ndarray:
-    if embedder == "onnx":
-        return onnx_encoder().encode(texts)
+    if embedder != "torch":
+        return onnx_encoder(embedder).encode(texts)
     vectors = torch_model().encode(
         texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress
     )
