@@ -90,18 +90,22 @@ class SqliteKVStore:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="kvstore")
         self._connection: sqlite3.Connection | None = None
 
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._on_connection, work)
+    async def initialize(self) -> None:
+        """Opens the connection and switches the file to WAL (a property of the file: every connection uses it)."""
 
-    def _on_connection(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if self._connection is None:
-            connection = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
+        def connect() -> None:
+            self._connection = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
             try:
-                connection.execute("PRAGMA journal_mode=WAL")  # a property of the file: every connection uses it
+                self._connection.execute("PRAGMA journal_mode=WAL")
             except sqlite3.Error as e:
                 logger.warning("Could not switch the kvstore to WAL", db_path=self.db_path, error=str(e))
-            self._connection = connection
-        return work(self._connection)
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._connection is None:
+            raise RuntimeError(f"The kvstore {self.db_path} is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, self._connection)
 
     async def set(self, key: str, value: str, expiration: datetime | None = None) -> None:
         await self._run(
@@ -128,12 +132,9 @@ class SqliteKVStore:
         return await self._run(lambda c: c.execute(query, (start_key, end_key)).fetchall())
 
     async def shutdown(self) -> None:
-        def close(connection: sqlite3.Connection) -> None:
-            connection.close()
-            self._connection = None
-
         if self._connection is not None:
-            await self._run(close)
+            await self._run(lambda c: c.close())
+            self._connection = None
         self._thread.shutdown()
 
 
@@ -142,5 +143,7 @@ async def open_kvstore(reference: KVStoreReference) -> SerializedWrites | Postgr
     if isinstance(store, PostgresKVStoreImpl):
         return adopt(store)  # already ours once the provider has loaded (postgres_kvstore.install)
     if isinstance(store, SqliteKVStoreImpl) and not store._is_memory_db():
-        return SerializedWrites(SqliteKVStore(store.db_path))
+        ours = SqliteKVStore(store.db_path)
+        await ours.initialize()
+        return SerializedWrites(ours)
     return SerializedWrites(store)
