@@ -141,8 +141,7 @@ class MilvusIndex(EmbeddingIndex):
         rows = list({row[ROW_ID]: row for row in rows}.values())
         if not rows:
             return
-        async with self.backend.write_lock(self.collection):
-            await upsert_rows(self.backend, self.collection, rows)
+        await upsert_rows(self.backend, self.collection, rows)
         self._empty = False
 
     async def delete_chunks(self, chunks_for_deletion: list[ChunkForDeletion]) -> None:
