@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +40,6 @@ class Capabilities:
     english_analyzer: bool
 
 
-@dataclass
-class Writes:
-    """One collection's writes in this process (Milvus Lite): one at a time, and how far flushes have covered them."""
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    written: int = 0  # upserts made
-    flushed: int = 0  # upserts that a finished flush began after
-
-
 class MilvusBackend:
     def __init__(
         self, client: MilvusClient, description: str, capabilities: Capabilities, timeout_s: float, owns_data: bool
@@ -59,7 +50,7 @@ class MilvusBackend:
         self.description = description
         self.capabilities = capabilities
         self.timeout_s = timeout_s
-        self._writes: dict[str, Writes] = {}
+        self._write_locks: dict[str, asyncio.Lock] = {}
         # pymilvus checks for scipy.sparse on the first request that could carry a sparse vector (every keyword
         # search) by executing scipy.sparse a second time; two request threads doing that at once, or one while
         # another thread imports scipy, fail with "partially initialized module 'scipy.sparse._bsr'" or a deadlock
@@ -72,10 +63,7 @@ class MilvusBackend:
         the attach with them. Servers take concurrent writes."""
         if not self.capabilities.flush_after_write:
             return nullcontext()
-        return self.writes(collection).lock
-
-    def writes(self, collection: str) -> Writes:
-        return self._writes.setdefault(collection, Writes())
+        return self._write_locks.setdefault(collection, asyncio.Lock())
 
     async def run(self, action: str, method: Callable[..., Any], **kwargs: Any) -> Any:
         try:

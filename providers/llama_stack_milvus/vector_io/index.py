@@ -141,7 +141,8 @@ class MilvusIndex(EmbeddingIndex):
         rows = list({row[ROW_ID]: row for row in rows}.values())
         if not rows:
             return
-        await upsert_rows(self.backend, self.collection, rows)
+        async with self.backend.write_lock(self.collection):
+            await upsert_rows(self.backend, self.collection, rows)
         self._empty = False
 
     async def delete_chunks(self, chunks_for_deletion: list[ChunkForDeletion]) -> None:

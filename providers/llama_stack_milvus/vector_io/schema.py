@@ -200,33 +200,15 @@ async def create_chunk_collection(
 
 
 async def upsert_rows(backend: MilvusBackend, collection: str, rows: list[dict[str, Any]]) -> None:
-    """Upserts rows in batches (one writer of the collection at a time, see MilvusBackend.write_lock) and returns
-    once a flush has covered them where the backend needs it (see Capabilities.flush_after_write).
-
-    Writers that finish together share one flush: the files of a batch are embedded together and reach this point
-    together, and each flush writes a segment that Milvus Lite then indexes and compacts. A writer waits for a
-    flush that began after its upsert, its own or a later writer's, so an attach still answers with its rows
-    flushed."""
-    async with backend.write_lock(collection):
-        for start in range(0, len(rows), WRITE_BATCH_ROWS):
-            await backend.run(
-                f"upsert into {collection}",
-                backend.client.upsert,
-                collection_name=collection,
-                data=rows[start : start + WRITE_BATCH_ROWS],
-            )
-        writes = backend.writes(collection)
-        writes.written += 1
-        mine = writes.written
-    if not backend.capabilities.flush_after_write:
-        return
-    while writes.flushed < mine:
-        async with writes.lock:
-            if writes.flushed >= mine:
-                return
-            covered = writes.written
-            await flush(backend, collection)
-            writes.flushed = max(writes.flushed, covered)
+    """Upserts rows in batches, then flushes where the backend needs it (see Capabilities.flush_after_write)."""
+    for start in range(0, len(rows), WRITE_BATCH_ROWS):
+        await backend.run(
+            f"upsert into {collection}",
+            backend.client.upsert,
+            collection_name=collection,
+            data=rows[start : start + WRITE_BATCH_ROWS],
+        )
+    await flush(backend, collection)
 
 
 # What Milvus Lite says when a concurrent flush of the collection (another replica's) got further than this one.
