@@ -12,16 +12,24 @@ JSON + PNG to --out.
 
     .venv/bin/python scripts/bench/ingest.py --files 60
     .venv/bin/python scripts/bench/ingest.py --files 60 --only 'bound onnx,ours'   # the int8 bound and ours alone
+    .venv/bin/python scripts/bench/ingest.py --only 'bound onnx,ours' --threads    # + the server's CPU per thread
+
+--threads samples each thread's CPU time of the server (/proc) while the clock runs and names the threads with
+`py-spy dump` (pip install py-spy; without it, by tid); CPU of threads too short-lived to be sampled is "ended".
 """
 
 import argparse
 import logging
 import mimetypes
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import _common as common
@@ -73,6 +81,53 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[tuple[int, str], float]:
+    """(tid, start time) -> CPU seconds of each live thread of a process."""
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        threads[(int(task.name), fields[19])] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return threads
+
+
+class ThreadSampler:
+    """Each thread's CPU time of a process from start() to stop(), grouped by Python thread name (py-spy dump):
+    numbered pool threads ("onnx-encoder_0", "asyncio_3") are summed under one name."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self) -> None:
+        self.first = thread_cpu(self.pid)
+        self.last = dict(self.first)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            self.last.update(thread_cpu(self.pid))
+
+    def stop(self, process_cpu_s: float) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self.last.update(thread_cpu(self.pid))
+        names = {}
+        py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        if py_spy:
+            dump = subprocess.run([py_spy, "dump", "-p", str(self.pid)], capture_output=True, text=True).stdout
+            names = {int(tid): name for tid, name in re.findall(r'^Thread (\d+) \([^)]*\): "([^"]*)"', dump, re.M)}
+        groups: Counter[str] = Counter()
+        for key, cpu in self.last.items():
+            name = names.get(key[0]) or ("native (no Python name)" if names else f"tid {key[0]}")
+            groups[re.sub(r"[_-]\d+$", "", re.sub(r"_[0-9a-f]{8}_.*", "", name))] += cpu - self.first.get(key, 0.0)
+        groups["ended (threads too short-lived to sample)"] = process_cpu_s - sum(groups.values())
+        return {name: round(cpu, 2) for name, cpu in groups.most_common() if cpu >= 0.05}
+
+
 def bound(texts: list[str], embedder: str) -> dict:
     common.embed(texts[:64], embedder)  # load and warm up, not timed
     started, cpu = time.perf_counter(), time.process_time()
@@ -85,7 +140,9 @@ def bound(texts: list[str], embedder: str) -> dict:
     }
 
 
-def ingest(label: str, run_yaml: Path, files: list[Path], chunks: dict[str, list[str]], timeout: float) -> dict:
+def ingest(
+    label: str, run_yaml: Path, files: list[Path], chunks: dict[str, list[str]], timeout: float, threads: bool
+) -> dict:
     from llama_stack_client import LlamaStackClient
 
     with tempfile.TemporaryDirectory(prefix=f"ingest-{label}-") as tmp:
@@ -98,6 +155,9 @@ def ingest(label: str, run_yaml: Path, files: list[Path], chunks: dict[str, list
             first = client.files.create(file=files[0].open("rb"), purpose="assistants")
             client.vector_stores.files.create(vector_store_id=warm.id, file_id=first.id)
             started, cpu = time.perf_counter(), cpu_seconds(server.process.pid)
+            sampler = ThreadSampler(server.process.pid) if threads else None
+            if sampler:
+                sampler.start()
             paths = {client.files.create(file=path.open("rb"), purpose="assistants").id: path for path in files}
             file_ids = list(paths)
             uploaded = time.perf_counter() - started
@@ -116,6 +176,7 @@ def ingest(label: str, run_yaml: Path, files: list[Path], chunks: dict[str, list
                 batch = client.vector_stores.file_batches.retrieve(batch_id=batch.id, vector_store_id=store.id)
             elapsed = time.perf_counter() - started
             cpu = cpu_seconds(server.process.pid) - cpu
+            per_thread = sampler.stop(cpu) if sampler else None
             failed = {
                 str(paths[f.id].name): f.last_error.message if f.last_error else "?"
                 for f in client.vector_stores.files.list(store.id, limit=100, filter="failed")
@@ -135,6 +196,8 @@ def ingest(label: str, run_yaml: Path, files: list[Path], chunks: dict[str, list
     }
     if failed:
         result["failed"] = failed
+    if per_thread:
+        result["cpu_s_per_thread"] = per_thread
     return result
 
 
@@ -192,6 +255,7 @@ def main() -> None:
     parser.add_argument(
         "--only", default="", help="comma-separated runs to make, the others skipped (e.g. 'bound onnx,ours')"
     )
+    parser.add_argument("--threads", action="store_true", help="the server's CPU time per thread (needs py-spy)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one server run may take")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and PNG go")
     args = parser.parse_args()
@@ -227,7 +291,7 @@ def main() -> None:
                     if run_yaml is None:
                         results["runs"][name] = bound(texts, name.removeprefix("bound "))
                     else:
-                        results["runs"][name] = ingest(name, run_yaml, files, chunks, args.timeout)
+                        results["runs"][name] = ingest(name, run_yaml, files, chunks, args.timeout, args.threads)
                 except Exception as error:  # noqa: BLE001 - a failed run is a result, the others go on
                     results["runs"][name] = {"error": str(error)[:500]}
                     print(f"[{name}] FAILED: {error}", file=sys.stderr)

@@ -206,6 +206,11 @@ def test_file_contents_come_back_in_file_order_with_embeddings_on_request(client
     assert len(texts) > 11, len(texts)
     assert testdocs.normalise("".join(texts)) == testdocs.normalise(whole)
     assert all(len(item.embedding) == 384 for item in content.data)
+    # The stored vectors are the chunks' own: what the store's embedding model gives for their texts.
+    model = client.vector_stores.retrieve(store.id).metadata["embedding_model"]
+    expected = client.embeddings.create(model=model, input=texts[:3]).data
+    for item, vector in zip(content.data[:3], expected, strict=True):
+        assert item.embedding == pytest.approx(vector.embedding, abs=1e-6)
     client.vector_stores.files.delete(file_id, vector_store_id=store.id)
     assert not search(client, store.id, doc.question, "vector")
 
