@@ -191,19 +191,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_until_idle(pid: int, limit_s: float = 600, interval_s: float = 2.0, busy_share: float = 0.05) -> float:
-    """Seconds until process `pid` uses under `busy_share` of a core over `interval_s`, at most `limit_s`.
+def wait_until_idle(pid: int, limit_s: float = 600, quiet_s: float = 10.0, busy_share: float = 0.05) -> float:
+    """Seconds until process `pid` has used under `busy_share` of a core for `quiet_s` on end, at most `limit_s`.
 
     Milvus (Lite included) builds indexes and compacts in background threads for a minute or more after a large
-    insert; searches timed meanwhile measure that work, not the search."""
+    insert, starting a few seconds after it; searches timed meanwhile measure that work, not the search."""
     started = time.perf_counter()
-    used = cpu_seconds(pid)
-    while time.perf_counter() - started < limit_s:
-        time.sleep(interval_s)
-        now = cpu_seconds(pid)
-        if now - used < busy_share * interval_s:
-            break
-        used = now
+    quiet_since, used = started, cpu_seconds(pid)
+    while (now := time.perf_counter()) - started < limit_s and now - quiet_since < quiet_s:
+        time.sleep(1.0)
+        cpu = cpu_seconds(pid)
+        if cpu - used >= busy_share:
+            quiet_since = time.perf_counter()
+        used = cpu
     return round(time.perf_counter() - started, 1)
 
 
