@@ -185,10 +185,19 @@ def server_env() -> dict[str, str]:
     return env
 
 
+def stat_fields(stat: Path) -> list[str]:
+    """A /proc/.../stat file's fields after the command name (which may hold spaces): [0] is the state."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
+def stat_cpu_seconds(fields: list[str]) -> float:
+    """User + system CPU time from stat_fields()."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return stat_cpu_seconds(stat_fields(Path(f"/proc/{pid}/stat")))
 
 
 def wait_until_idle(pid: int, limit_s: float = 600, quiet_s: float = 10.0, busy_share: float = 0.05) -> float:

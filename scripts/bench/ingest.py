@@ -22,7 +22,6 @@ JSON + PNG to --out.
 import argparse
 import logging
 import mimetypes
-import os
 import re
 import shutil
 import subprocess
@@ -81,10 +80,10 @@ def thread_cpu(pid: int) -> dict[tuple[int, str], float]:
     threads = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = common.stat_fields(task / "stat")
         except OSError:  # ended meanwhile
             continue
-        threads[(int(task.name), fields[19])] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        threads[(int(task.name), fields[19])] = common.stat_cpu_seconds(fields)
     return threads
 
 

@@ -163,9 +163,8 @@ def smooth(
     model = onnx.load(str(fp32))
     weights = {init.name: init for init in model.graph.initializer}
     consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        if node.op_type == "MatMul" and node.input[1] in weights and len(weights[node.input[1]].dims) == 2:
-            consumers.setdefault(node.input[0], []).append(node)
+    for node in _weight_matmuls(model.graph, weights):
+        consumers.setdefault(node.input[0], []).append(node)
     activation_max = _activation_stats(fp32, tokenizer_file, texts, list(consumers))
     for index, (activation, nodes) in enumerate(consumers.items()):
         alpha = alphas[_kind(nodes[0].name)]
@@ -192,6 +191,15 @@ def smooth(
     onnx.save(model, str(output))
 
 
+def _weight_matmuls(graph, weights: dict) -> list:
+    """The MatMuls whose second input is a constant weight matrix: the ones `_quantise` makes int8."""
+    return [
+        node
+        for node in graph.node
+        if node.op_type == "MatMul" and node.input[1] in weights and len(weights[node.input[1]].dims) == 2
+    ]
+
+
 def _kind(matmul: str) -> str:
     """Which of a BERT layer's four weight-MatMul inputs feeds this MatMul (torch.onnx.export's module paths)."""
     if "/attention/self/" in matmul:
@@ -216,11 +224,7 @@ def round_weights(fp32: Path, int8: Path, tokenizer_file: Path, texts: list[str]
 
     source = onnx.load(str(fp32))
     weights = {init.name: init for init in source.graph.initializer}
-    pairs = [
-        (node.input[0], node.input[1])
-        for node in source.graph.node
-        if node.op_type == "MatMul" and node.input[1] in weights and len(weights[node.input[1]].dims) == 2
-    ]
+    pairs = [(node.input[0], node.input[1]) for node in _weight_matmuls(source.graph, weights)]
     grams = _activation_stats(fp32, tokenizer_file, texts, sorted({x for x, _ in pairs}), gram=True)
     quantised = onnx.load(str(int8))
     stored = {init.name: init for init in quantised.graph.initializer}
