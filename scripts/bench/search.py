@@ -18,6 +18,7 @@ Queries: the Python FAQ questions of a BEIR folder (--queries), else the opening
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import _common as common
@@ -111,24 +113,43 @@ def summary(latencies: list[float], hits: list[int], errors: list[str]) -> dict:
     return entry
 
 
-def timed(queries: list[str], search, budget_s: float) -> dict:
-    """Runs the queries in order until all are done or `budget_s` is spent (at least MIN_QUERIES): the built-in
-    provider takes seconds per filtered query at 100k chunks."""
-    search(queries[0])  # warm-up, not timed
-    latencies, hits, errors = [], [], []
+def timed(
+    queries: list[str], searches: dict[str, Callable[[str], int]], budget_s: float, server=None
+) -> dict[str, dict]:
+    """Each query in every mode before the next query, the order of the modes rotating from one query to the next:
+    these machines are shared, and a change in their load during a run then slows every mode alike instead of the
+    modes timed in its minutes (on one server, timing the modes one after the other gave hybrid / vector 1.51 and
+    then 1.18). Runs until all queries are done or `budget_s` per mode is spent (at least MIN_QUERIES): the
+    built-in provider takes seconds per filtered query at 100k chunks. `server`: its log is read for the error
+    behind a mode's empty answers."""
+    names = list(searches)
+    for search in searches.values():
+        with contextlib.suppress(Exception):  # warm-up, not timed: a failing mode fails again below, where it counts
+            search(queries[0])
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    hits: dict[str, list[int]] = {name: [] for name in names}
+    errors: dict[str, list[str]] = {name: [] for name in names}
+    logged: dict[str, str] = {}
     began = time.perf_counter()
     for n, query in enumerate(queries):
-        if n >= MIN_QUERIES and time.perf_counter() - began > budget_s:
+        if n >= MIN_QUERIES and time.perf_counter() - began > budget_s * len(names):
             break
-        started = time.perf_counter()
-        try:
-            found = search(query)
-        except Exception as error:  # noqa: BLE001 - a failing mode is a result
-            errors.append(f"{type(error).__name__}: {getattr(error, 'body', None) or error}")
-            continue
-        latencies.append(time.perf_counter() - started)
-        hits.append(found)
-    return summary(latencies, hits, errors)
+        for name in names[n % len(names) :] + names[: n % len(names)]:
+            offset = server.log_size() if server else 0
+            started = time.perf_counter()
+            try:
+                found = searches[name](query)
+            except Exception as error:  # noqa: BLE001 - a failing mode is a result
+                errors[name].append(f"{type(error).__name__}: {getattr(error, 'body', None) or error}")
+                continue
+            latencies[name].append(time.perf_counter() - started)
+            hits[name].append(found)
+            if server and not found and name not in logged and (error := logged_error(server.log_since(offset))):
+                logged[name] = error
+    results = {name: summary(latencies[name], hits[name], errors[name]) for name in names}
+    for name, error in logged.items():
+        results[name]["logged"] = error
+    return results
 
 
 def logged_error(log: str) -> str | None:
@@ -173,6 +194,7 @@ def run_stack(
                 f"[{label}] inserted {len(chunks)} chunks in {result['insert_s']} s, idle after {result['settle_s']} s",
                 file=sys.stderr,
             )
+            searches = {}
             for mode in MODES:
                 for filtered in (False, True):
                     extra = {"filters": FILTER} if filtered else {}
@@ -183,12 +205,10 @@ def run_stack(
                         )
                         return len(page.data)
 
-                    name = f"{mode}{' + filter' if filtered else ''}"
-                    offset = server.log_size()
-                    result[name] = timed(queries, search, budget_s)
-                    if error := logged_error(server.log_since(offset)):
-                        result[name]["logged"] = error
-                    print(f"[{label}] {name:18} {result[name]}", file=sys.stderr)
+                    searches[f"{mode}{' + filter' if filtered else ''}"] = search
+            result.update(timed(queries, searches, budget_s, server))
+            for name in searches:
+                print(f"[{label}] {name:18} {result[name]}", file=sys.stderr)
     return result
 
 
@@ -243,6 +263,7 @@ def run_raw(chunks: list[dict], vectors: np.ndarray, queries: list[str], budget_
         dense = {"metric_type": "COSINE", "params": {"ef": 256}}
         fields = ["content", "$meta"]
         expression = f'{DYNAMIC_LAYOUT.path(FILTER["key"])} == "{FILTER["value"]}"'
+        searches = {}
         for mode in MODES:
             for filtered in (False, True):
                 where = expression if filtered else ""
@@ -272,9 +293,10 @@ def run_raw(chunks: list[dict], vectors: np.ndarray, queries: list[str], budget_
                     found = client.hybrid_search("chunks", requests, RRFRanker(60), limit=TOP_K, output_fields=fields)
                     return len(found[0])
 
-                name = f"{mode}{' + filter' if filtered else ''}"
-                result[name] = timed(queries, search, budget_s)
-                print(f"[raw pymilvus] {name:18} {result[name]}", file=sys.stderr)
+                searches[f"{mode}{' + filter' if filtered else ''}"] = search
+        result.update(timed(queries, searches, budget_s))
+        for name in searches:
+            print(f"[raw pymilvus] {name:18} {result[name]}", file=sys.stderr)
         client.close()
     return result
 

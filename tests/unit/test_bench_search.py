@@ -97,3 +97,54 @@ def test_a_swallowed_search_error_is_read_from_the_wrapped_console_log():
     )
     assert search.logged_error(log) == 'fts5: syntax error near "?"'
     assert search.logged_error("INFO 2026-12-01T19:12:43Z nothing went wrong\n") is None
+
+
+class LogFile:
+    """The two methods timed() reads of a StackServer, on a plain file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.write_text("")
+
+    def log_size(self) -> int:
+        return self.path.stat().st_size
+
+    def log_since(self, offset: int) -> str:
+        return self.path.read_text()[offset:]
+
+
+def test_modes_take_turns_query_by_query_and_keep_their_own_errors(tmp_path):
+    log = LogFile(tmp_path / "server.log")
+    calls = []
+
+    def mode(name: str, found: int, fails: bool = False):
+        def search(query: str) -> int:
+            calls.append((name, query))
+            if fails:
+                raise RuntimeError(f"{name} broke")
+            if not found:
+                with log.path.open("a") as f:
+                    f.write(f"ERROR 2026-12-02T00:00Z Error searching vector store category=x error={name} said no\n")
+            return found
+
+        return search
+
+    searches = {"vector": mode("vector", 10), "keyword": mode("keyword", 0), "hybrid": mode("hybrid", 10, fails=True)}
+    results = search.timed(["q0", "q1", "q2", "q3"], searches, budget_s=60, server=log)
+
+    timed_calls = calls[3:]  # after one warm-up per mode
+    assert [name for name, _ in timed_calls[:9]] == [
+        "vector", "keyword", "hybrid", "keyword", "hybrid", "vector", "hybrid", "vector", "keyword"
+    ]  # fmt: skip
+    assert [query for _, query in timed_calls] == [q for q in ("q0", "q1", "q2", "q3") for _ in range(3)]
+    assert results["vector"]["answered"] == 4 and "logged" not in results["vector"]
+    assert results["keyword"]["answered"] == 0 and results["keyword"]["logged"] == "keyword said no"
+    assert results["hybrid"]["errors"] == "4 failed: RuntimeError: hybrid broke" and "p50_ms" not in results["hybrid"]
+
+
+def test_a_spent_budget_still_times_the_minimum_number_of_queries():
+    calls = []
+    queries = [f"q{n}" for n in range(search.MIN_QUERIES + 5)]
+    searches = {name: (lambda query, name=name: calls.append(name) or 1) for name in ("vector", "keyword")}
+    results = search.timed(queries, searches, budget_s=0)
+    assert results["vector"]["queries"] == results["keyword"]["queries"] == search.MIN_QUERIES
