@@ -323,6 +323,11 @@ def answered(entry: dict) -> int:
     return entry.get("answered", entry["queries"] if entry.get("mean_hits") else 0)
 
 
+def modes_of(system: dict) -> list[str]:
+    """The timed modes of a system's results, without its insert and settle seconds."""
+    return [name for name, entry in system.items() if isinstance(entry, dict)]
+
+
 def table(results: dict) -> str:
     lines = []
     for size, systems in results["sizes"].items():
@@ -335,7 +340,7 @@ def table(results: dict) -> str:
             + " |",
             "|---|" + "---:|" * (len(SYSTEMS) + len(BASELINES)),
         ]
-        names = [name for name in systems.get("ours", {}) if name != "insert_s"]
+        names = modes_of(systems.get("ours", {}))
         failures: dict[tuple[str, str], list[str]] = {}  # (system, what went wrong) -> modes
         for name in names:
             cells, p50 = [], {}
@@ -391,7 +396,7 @@ def plot(results: dict, path: Path) -> None:
     }
     for ax, size in zip(axes[0], sizes, strict=True):
         systems = results["sizes"][size]
-        names = [name for name in systems.get("ours", {}) if name != "insert_s"]
+        names = modes_of(systems.get("ours", {}))
         width = 0.8 / len(SYSTEMS)
         for offset, system in enumerate(SYSTEMS):
             entries = [systems.get(system, {}).get(name, {}) for name in names]
