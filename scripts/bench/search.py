@@ -5,7 +5,8 @@ vector_io provider a stack can run in-process (inline::milvus, inline::faiss, in
 Chunks are real documentation (six Debian packages, see _docs.py) with embeddings computed once and cached
 (100k chunks take about an hour on 2 cores; `--embeddings FILE.npy` loads vectors made elsewhere). They are loaded
 through `vector_io.insert` with their embeddings, and timed once the process holding them has gone idle (Milvus
-builds indexes in the background after a large insert). Every store embeds queries with sentence-transformers'
+builds indexes in the background after a large insert), each query asked in every mode before the next query (so a
+change in a shared machine's load slows every mode alike). Every store embeds queries with sentence-transformers'
 all-MiniLM-L6-v2 (the model of the cached vectors) inside the server, raw pymilvus does the same in-process and
 talks to its own Milvus Lite file with our index settings (HNSW M=16, efConstruction=200, ef=256, BM25).
 The built-in providers run the same distribution without our `module:`, vector_io swapped for each. sqlite-vec
@@ -114,7 +115,10 @@ def summary(latencies: list[float], hits: list[int], errors: list[str]) -> dict:
 
 
 def timed(
-    queries: list[str], searches: dict[str, Callable[[str], int]], budget_s: float, server=None
+    queries: list[str],
+    searches: dict[str, Callable[[str], int]],
+    budget_s: float,
+    server: common.StackServer | None = None,
 ) -> dict[str, dict]:
     """Each query in every mode before the next query, the order of the modes rotating from one query to the next:
     these machines are shared, and a change in their load during a run then slows every mode alike instead of the
