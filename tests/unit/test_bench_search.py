@@ -148,3 +148,4 @@ def test_a_spent_budget_still_times_the_minimum_number_of_queries():
     searches = {name: (lambda query, name=name: calls.append(name) or 1) for name in ("vector", "keyword")}
     results = search.timed(queries, searches, budget_s=0)
     assert results["vector"]["queries"] == results["keyword"]["queries"] == search.MIN_QUERIES
+    assert len(calls) == 2 * (1 + search.MIN_QUERIES)  # a warm-up and MIN_QUERIES timed searches per mode
